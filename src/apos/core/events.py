@@ -1,0 +1,219 @@
+"""The canonical payment event: one attempt's outcome at one connector.
+
+Every source (HTTP, Hyperswitch webhooks, Redis Streams, files) is mapped onto
+:class:`PaymentEvent` before anything else sees it, so the rest of APOS speaks one language.
+Validation happens once, at that boundary (:func:`parse_event`); code that builds events it
+already trusts (the simulator, tests) may construct them directly.
+
+Amounts are integers in the currency's minor unit (1999 USD = $19.99), as in Hyperswitch.
+``occurred_at`` is event time: windows, decay and detectors use it, never the arrival time.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from apos.core.iso import COUNTRIES, CURRENCIES, looks_like_card_number
+
+__all__ = [
+    "EventValidationError",
+    "FieldError",
+    "PaymentEvent",
+    "PaymentStatus",
+    "parse_event",
+]
+
+
+class PaymentStatus(StrEnum):
+    """Outcome of one payment attempt, reduced from the switch's richer status set."""
+
+    SUCCEEDED = "succeeded"  # captured or authorised-and-captured: the money moves
+    AUTHORIZED = "authorized"  # authorised, capture pending: counts as a success for routing
+    FAILED = "failed"  # declined or errored at the connector
+    PENDING = "pending"  # outcome not known yet (processing, async methods)
+    REQUIRES_ACTION = "requires_action"  # waiting on the customer (3DS, redirect)
+    CANCELLED = "cancelled"  # voided by merchant or customer before completion
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the attempt's outcome is decided (a router can learn from it)."""
+        return self in _FINAL
+
+    @property
+    def is_success(self) -> bool:
+        """Whether the attempt counts as a success for a connector's success rate."""
+        return self in (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED)
+
+
+_FINAL = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED, PaymentStatus.FAILED})
+
+_IDENT = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+
+
+def _identifier(value: str) -> str:
+    if not _IDENT.match(value):
+        raise ValueError("may contain only letters, digits and _ . : -")
+    return value
+
+
+def _lower_token(value: str) -> str:
+    return _identifier(value.lower())
+
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_identifier)]
+Token = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_lower_token)]
+
+
+class PaymentEvent(BaseModel):
+    """One payment attempt's outcome at one connector (the canonical event).
+
+    Attributes:
+        event_id: Unique id of this event; ingestion is idempotent on it.
+        payment_id: The payment this attempt belongs to (several attempts share it).
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        merchant_id: The merchant; merchant-scoped API keys see only their own events.
+        profile_id: Hyperswitch business profile, if any.
+        connector: The processor that handled the attempt (``stripe``, ``adyen``, ...).
+        status: The outcome; see :class:`PaymentStatus`.
+        amount: Amount in minor units of ``currency``.
+        currency: ISO 4217 code, upper case.
+        payment_method: ``card``, ``wallet``, ``bank_transfer``, ... (lower case).
+        payment_method_type: ``credit``, ``debit``, ``apple_pay``, ... (lower case).
+        card_network: ``visa``, ``mastercard``, ... (lower case), for cards.
+        issuer_country: ISO 3166-1 alpha-2 country of the card issuer.
+        latency_ms: Time the connector took to answer, in milliseconds.
+        error_code: The connector's or switch's decline/error code, for failures.
+        error_message: Human-readable failure reason.
+        fingerprint: A hash of the customer or card (never a card number: refused).
+        decision_id: The APOS routing decision this attempt followed, if any.
+        occurred_at: When the attempt completed (event time, timezone-aware).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    event_id: Identifier
+    payment_id: Identifier
+    attempt: int = Field(default=1, ge=1, le=100)
+    merchant_id: Identifier
+    profile_id: Identifier | None = None
+    connector: Token
+    status: PaymentStatus
+    amount: int = Field(ge=0, le=10**15)
+    currency: str = Field(min_length=3, max_length=3)
+    payment_method: Token = "card"
+    payment_method_type: Token | None = None
+    card_network: Token | None = None
+    issuer_country: str | None = Field(default=None, min_length=2, max_length=2)
+    latency_ms: float | None = Field(default=None, ge=0, le=3_600_000)
+    error_code: str | None = Field(default=None, max_length=128)
+    error_message: str | None = Field(default=None, max_length=1024)
+    fingerprint: str | None = Field(default=None, min_length=8, max_length=128)
+    decision_id: Identifier | None = None
+    occurred_at: datetime
+
+    @field_validator("currency", mode="after")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        code = value.upper()
+        if code not in CURRENCIES:
+            raise ValueError(f"unknown ISO 4217 currency code {value!r}")
+        return code
+
+    @field_validator("issuer_country", mode="after")
+    @classmethod
+    def _known_country(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = value.upper()
+        if code not in COUNTRIES:
+            raise ValueError(f"unknown ISO 3166-1 alpha-2 country code {value!r}")
+        return code
+
+    @field_validator("fingerprint", mode="after")
+    @classmethod
+    def _hashed_not_raw(cls, value: str | None) -> str | None:
+        # The value is deliberately not echoed: it may be a real card number.
+        if value is not None and looks_like_card_number(value):
+            raise ValueError("looks like a raw card number; send a hash of it instead")
+        return value
+
+    @field_validator("occurred_at", mode="after")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("needs a timezone (e.g. 2026-11-25T10:00:00Z) or epoch seconds")
+        return value.astimezone(UTC)
+
+    @property
+    def occurred_ts(self) -> float:
+        """``occurred_at`` as epoch seconds, the unit of ``now`` throughout the core."""
+        return self.occurred_at.timestamp()
+
+
+class FieldError(BaseModel):
+    """One thing wrong with an input: where (dotted path) and what."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    message: str
+
+
+class EventValidationError(ValueError):
+    """Raised by :func:`parse_event`; ``errors`` names every wrong field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+
+
+def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
+    """Turn pydantic's errors into :class:`FieldError` s without echoing input values.
+
+    Input values are dropped on purpose: a rejected field may hold card data or secrets.
+    """
+    out: list[FieldError] = []
+    for err in exc.errors(include_input=False, include_url=False):
+        path = ".".join(str(p) for p in err["loc"])
+        out.append(FieldError(field=f"{prefix}{path}" if path else prefix.rstrip("."),
+                              message=err["msg"]))
+    return out
+
+
+def parse_event(payload: Any) -> PaymentEvent:
+    """Validate an untrusted mapping into a :class:`PaymentEvent`.
+
+    Raises:
+        EventValidationError: naming each wrong or missing field.
+
+    >>> e = parse_event({"event_id": "evt_1", "payment_id": "pay_1", "merchant_id": "m1",
+    ...     "connector": "Stripe", "status": "succeeded", "amount": 1999, "currency": "usd",
+    ...     "occurred_at": "2026-11-25T10:00:00Z"})
+    >>> e.connector, e.currency, e.occurred_ts
+    ('stripe', 'USD', 1795600800.0)
+    >>> try:
+    ...     parse_event({"event_id": "evt_2", "amount": -5})
+    ... except EventValidationError as exc:
+    ...     print(exc.errors[0].message, [e.field for e in exc.errors])
+    Field required ['payment_id', 'merchant_id', 'connector', 'status', 'amount', 'currency', 'occurred_at']
+    """
+    if not isinstance(payload, dict):
+        raise EventValidationError(
+            [FieldError(field="", message=f"expected a JSON object, got {type(payload).__name__}")]
+        )
+    try:
+        return PaymentEvent.model_validate(payload)
+    except ValidationError as exc:
+        raise EventValidationError(field_errors(exc)) from None  # the cause echoes input
