@@ -1,1 +1,3 @@
-"""APOS."""
+"""APOS: autonomous payment orchestration."""
+
+__version__ = "0.1.0"

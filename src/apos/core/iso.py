@@ -6,6 +6,7 @@ pycountry reads JSON files when first used), and these lists change a few times 
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 # ISO 4217 active codes -> minor-unit exponent (number of decimals). Amounts in APOS are
@@ -45,7 +46,7 @@ COUNTRIES: Final[frozenset[str]] = frozenset(
     PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV
     SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI
     VN VU WF WS YE YT ZA ZM ZW
-    """.split()
+    """.split()  # noqa: SIM905 - a block of codes reads better than 249 quoted items
 )
 
 
@@ -67,3 +68,26 @@ def looks_like_card_number(text: str) -> bool:
                 d -= 9
         total += d
     return total % 10 == 0
+
+
+_CARD_CANDIDATE = re.compile(r"(?<![\w])(?:\d[ -]?){12,18}\d(?![\w])")
+
+
+def redact_card_numbers(text: str) -> str:
+    """Replace every Luhn-valid card number in ``text`` by ``[card ****1234]``.
+
+    Applied to everything APOS keeps verbatim (dead letters) and to every log line: card
+    numbers must never be stored or logged (PCI DSS 3.4).
+
+    >>> redact_card_numbers('{"fingerprint": "4242 4242 4242 4242", "amount": 1999}')
+    '{"fingerprint": "[card ****4242]", "amount": 1999}'
+    """
+
+    def mask(match: re.Match[str]) -> str:
+        found = match.group(0)
+        if not looks_like_card_number(found):
+            return found
+        digits = [c for c in found if c.isdigit()]
+        return f"[card ****{''.join(digits[-4:])}]"
+
+    return _CARD_CANDIDATE.sub(mask, text)

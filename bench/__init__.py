@@ -1,0 +1,1 @@
+"""Benchmarks: rerunnable, each writes its figures into docs/benchmarks.md."""

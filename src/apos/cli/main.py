@@ -1,0 +1,316 @@
+"""The ``apos`` command line: serve, ingest files, migrate, manage keys."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from apos.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    help="APOS: autonomous payment orchestration.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+console = Console(stderr=True)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _store(settings: Settings) -> Any:
+    from apos.adapters.db import SqlStore, upgrade_database
+
+    upgrade_database(settings.database_url)
+    return SqlStore(settings.database_url)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL only).")] = 1,
+) -> None:
+    """Run the HTTP service (embedded SQLite and in-process bus unless configured)."""
+    import uvicorn
+
+    from apos.service.logs import configure_logging
+
+    settings = _settings(host=host, port=port)
+    configure_logging(settings.log_level, settings.log_json)
+    store = _store(settings)
+    ensure_admin_key(store)
+    store.close()
+    if workers > 1:
+        if not settings.uses_postgres:
+            console.print("[red]--workers > 1 needs PostgreSQL (APOS_DATABASE_URL)[/red]")
+            raise typer.Exit(2)
+        uvicorn.run(
+            "apos.service.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_config=None,
+        )
+        return
+    from apos.service.app import build_app
+
+    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_config=None)
+
+
+def ensure_admin_key(store: Any) -> str | None:
+    """On a store with no keys, create an admin key and print it once (to the terminal,
+    never to the log) so a newcomer can call the API."""
+    from apos.adapters.ports import AuditEntry
+    from apos.service.auth import Role, issue_key
+
+    if store.list_api_keys():
+        return None
+    issued = issue_key("bootstrap-admin", Role.ADMIN, None, datetime.now(UTC))
+    store.create_api_key(issued.record)
+    store.append_audit(
+        [
+            AuditEntry(
+                actor="cli",
+                action="api_key.create",
+                target=issued.record.id,
+                details={"role": "admin", "bootstrap": True},
+            )
+        ]
+    )
+    console.print(
+        f"[bold]No API keys existed; created an admin key (shown once):[/bold]\n  {issued.token}"
+    )
+    return issued.token
+
+
+class _CountingLines:
+    """Iterates a text file's lines and counts the bytes read, for the progress bar."""
+
+    def __init__(self, handle: io.TextIOBase) -> None:
+        self._handle = handle
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self._handle:
+            self.bytes_read += len(line.encode("utf-8", errors="replace"))
+            yield line
+
+
+def _read_jsonl(handle: Iterable[str]) -> Iterator[tuple[int, Any]]:
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield number, _Unparseable(line.rstrip("\n"), f"line {number}: invalid JSON: {exc}")
+
+
+def _read_csv(handle: Iterable[str]) -> Iterator[tuple[int, Any]]:
+    for number, row in enumerate(csv.DictReader(handle), start=2):
+        yield number, {k: v for k, v in row.items() if k and v not in (None, "")}
+
+
+class _Unparseable:
+    def __init__(self, raw: str, reason: str) -> None:
+        self.raw, self.reason = raw, reason
+
+
+@app.command()
+def ingest(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="JSON Lines (.jsonl/.ndjson) or CSV (.csv)",
+        ),
+    ],
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000)] = 1_000,
+    file_format: Annotated[
+        str | None, typer.Option("--format", help="jsonl or csv (default: by suffix)")
+    ] = None,
+) -> None:
+    """Ingest a file of payment events into the store, with a progress bar.
+
+    Idempotent by event_id: re-running on the same file stores nothing twice. Lines that
+    cannot be parsed go to the dead-letter store with the line number and reason.
+    """
+    from apos.service.ingest import Ingestor
+    from apos.service.metrics import Metrics
+
+    kind = (file_format or ("csv" if file.suffix.lower() == ".csv" else "jsonl")).lower()
+    if kind not in ("csv", "jsonl"):
+        console.print(f"[red]--format must be jsonl or csv, not {kind!r}[/red]")
+        raise typer.Exit(2)
+    settings = _settings()
+    store = _store(settings)
+    ingestor = Ingestor(store, Metrics())
+    source = f"file:{file.name}"
+    totals = {"accepted": 0, "duplicates": 0, "rejected": 0}
+    size = file.stat().st_size
+    with (
+        file.open(encoding="utf-8", errors="replace", newline="") as handle,
+        Progress(
+            TextColumn("[bold]ingest[/bold] {task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress,
+    ):
+        task = progress.add_task(file.name, total=size)
+        lines = _CountingLines(handle)
+        rows = _read_csv(lines) if kind == "csv" else _read_jsonl(lines)
+        batch: list[Any] = []
+
+        def flush() -> None:
+            report = ingestor.ingest(batch, source)
+            totals["accepted"] += report.accepted
+            totals["duplicates"] += report.duplicates
+            totals["rejected"] += len(report.rejected)
+            batch.clear()
+            progress.update(task, completed=lines.bytes_read)
+
+        for _number, payload in rows:
+            if isinstance(payload, _Unparseable):
+                ingestor.dead_letter(payload.raw, payload.reason, source)
+                totals["rejected"] += 1
+                continue
+            batch.append(payload)
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+        progress.update(task, completed=size)
+    store.close()
+    typer.echo(orjson.dumps(totals).decode())
+    if totals["rejected"]:
+        console.print(f"{totals['rejected']} rejected: see GET /v1/dead-letters")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations to the configured database."""
+    from apos.adapters.db import upgrade_database
+
+    settings = _settings()
+    upgrade_database(settings.database_url)
+    typer.echo(f"database at head: {_redacted(settings.database_url)}")
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="What the key is for.")],
+    role: Annotated[str, typer.Option(help="viewer, operator or admin.")] = "viewer",
+    merchant_id: Annotated[str | None, typer.Option(help="Scope to one merchant.")] = None,
+) -> None:
+    """Create a key and print it (once: only its hash is stored)."""
+    from apos.adapters.ports import AuditEntry
+    from apos.service.auth import Role, issue_key
+
+    try:
+        parsed = Role.parse(role)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    store = _store(_settings())
+    issued = issue_key(name, parsed, merchant_id, datetime.now(UTC))
+    store.create_api_key(issued.record)
+    store.append_audit(
+        [
+            AuditEntry(
+                actor="cli",
+                action="api_key.create",
+                target=issued.record.id,
+                merchant_id=merchant_id,
+                details={"role": parsed.name.lower(), "name": name},
+            )
+        ]
+    )
+    store.close()
+    console.print(
+        f"created {issued.record.id} ({parsed.name.lower()}"
+        f"{', merchant ' + merchant_id if merchant_id else ''}); the key, shown once:"
+    )
+    typer.echo(issued.token)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (ids, roles, scopes; never secrets)."""
+    store = _store(_settings())
+    rows = [
+        (
+            r.id,
+            r.name,
+            r.role,
+            r.merchant_id or "*",
+            f"{r.created_at:%Y-%m-%d %H:%M}",
+            f"{r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "",
+            f"{r.last_used_at:%Y-%m-%d %H:%M}" if r.last_used_at else "",
+        )
+        for r in store.list_api_keys()
+    ]
+    store.close()
+    header = ("id", "name", "role", "merchant", "created", "revoked", "last used")
+    if not sys.stdout.isatty():  # scripts get tab-separated lines, never wrapped
+        for row in (header, *rows):
+            typer.echo("\t".join(row))
+        return
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")]) -> None:
+    """Revoke a key; running services stop accepting it within 5 seconds."""
+    from apos.adapters.ports import AuditEntry
+
+    store = _store(_settings())
+    if not store.revoke_api_key(key_id, datetime.now(UTC)):
+        store.close()
+        console.print(f"[red]no active key {key_id!r}[/red]")
+        raise typer.Exit(1)
+    store.append_audit([AuditEntry(actor="cli", action="api_key.revoke", target=key_id)])
+    store.close()
+    typer.echo(f"revoked {key_id}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

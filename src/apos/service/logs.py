@@ -1,0 +1,96 @@
+"""Structured JSON logs, one event per line, with secrets and card data masked.
+
+Every record passes through :func:`mask_sensitive`, which rewrites card numbers (Luhn-valid
+13-19 digit runs), e-mail addresses, bearer tokens and APOS API keys wherever they appear,
+and blanks values of keys that name secrets (``password``, ``secret``, ``api_key``, ...).
+The request id of the current HTTP request is bound through ``structlog.contextvars``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from apos.core.iso import redact_card_numbers
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+_API_KEY = re.compile(r"apos_key_[0-9a-f]+_[A-Za-z0-9_\-]+")
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]+")
+_SECRET_KEYS = re.compile(
+    r"(?i)(pass(word)?|secret|api[_-]?key|token|authorization|hash_key|card_number|cvc|cvv)"
+)
+
+
+def mask_text(text: str) -> str:
+    """Mask card numbers, e-mails, API keys and bearer tokens inside free text.
+
+    >>> mask_text("card 4242 4242 4242 4242 for ann@example.com")
+    'card [card ****4242] for [email]'
+    """
+    text = redact_card_numbers(text)
+    text = _EMAIL.sub("[email]", text)
+    text = _API_KEY.sub("[api key]", text)
+    return _BEARER.sub(r"\1[token]", text)
+
+
+def _mask_value(key: str, value: Any) -> Any:
+    if _SECRET_KEYS.search(key):
+        return "[redacted]" if value not in (None, "") else value
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, Mapping):
+        return {k: _mask_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_value(key, v) for v in value]
+    return value
+
+
+def mask_sensitive(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask every field of the record (see module docstring)."""
+    for key in list(event_dict):
+        event_dict[key] = _mask_value(key, event_dict[key])
+    return event_dict
+
+
+def configure_logging(level: str = "info", json: bool = True, stream: TextIO | None = None) -> None:
+    """Route structlog and stdlib logging (uvicorn, alembic) through one masked pipeline."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        structlog.processors.format_exc_info,
+        mask_sensitive,
+    ]
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # Access logs are per request: too chatty at thousands of decisions a second.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def get_logger(component: str) -> structlog.stdlib.BoundLogger:
+    """A logger whose every record carries ``component``."""
+    return structlog.get_logger(component).bind(component=component)  # type: ignore[no-any-return]

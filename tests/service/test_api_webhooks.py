@@ -1,0 +1,93 @@
+"""Hyperswitch webhooks through the app: signature, mapping, idempotency, dead letters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from apos.adapters.hyperswitch import SIGNATURE_HEADER, sign_body
+from apos.service.app import build_app
+from apos.service.bootstrap import build_services
+from apos.settings import Settings
+from tests.service.conftest import Api
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hyperswitch"
+SECRET = "profile-hash-key-0123456789"
+
+
+@pytest.fixture
+def signed(sqlite_url: str) -> Iterator[TestClient]:
+    settings = Settings(database_url=sqlite_url, hyperswitch_webhook_secret=SECRET)
+    services = build_services(settings)
+    with TestClient(build_app(settings, services)) as client:
+        yield client
+    services.close()
+
+
+def body_of(name: str) -> bytes:
+    return json.dumps(
+        json.loads((FIXTURES / f"{name}.json").read_text()), separators=(",", ":")
+    ).encode()
+
+
+def post_signed(client: TestClient, body: bytes, signature: str | None = None):  # type: ignore[no-untyped-def]
+    headers = {"content-type": "application/json"}
+    headers[SIGNATURE_HEADER] = signature if signature is not None else sign_body(body, SECRET)
+    return client.post("/v1/webhooks/hyperswitch", content=body, headers=headers)
+
+
+def test_signed_payment_webhook_is_stored_once(signed: TestClient) -> None:
+    body = body_of("payment_succeeded_card")
+    first = post_signed(signed, body)
+    assert first.status_code == 200, first.text
+    assert first.json()["status"] == "accepted"
+    again = post_signed(signed, body)  # Hyperswitch retries resend the same body
+    assert again.json() == {"status": "duplicate", "event_id": first.json()["event_id"]}
+    store = signed.app.state.services.store  # type: ignore[attr-defined]
+    event = store.get_event(first.json()["event_id"])
+    assert event is not None and event.status == "succeeded"
+    assert store.count_events() == 1
+
+
+def test_bad_or_missing_signature_is_refused(signed: TestClient) -> None:
+    body = body_of("payment_failed_card")
+    assert post_signed(signed, body, signature="00" * 64).status_code == 401
+    r = signed.post(
+        "/v1/webhooks/hyperswitch", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 401 and r.json()["code"] == "invalid_signature"
+    tampered = body.replace(b'"failed"', b'"succeeded"', 1)
+    assert post_signed(signed, tampered, signature=sign_body(body, SECRET)).status_code == 401
+
+
+def test_refund_webhook_is_acknowledged_and_ignored(signed: TestClient) -> None:
+    r = post_signed(signed, body_of("refund_succeeded"))
+    assert r.status_code == 200 and r.json()["status"] == "ignored"
+    assert signed.app.state.services.store.count_events() == 0  # type: ignore[attr-defined]
+
+
+def test_unusable_webhook_is_dead_lettered_with_the_field(signed: TestClient) -> None:
+    payload = json.loads(body_of("payment_succeeded_card"))
+    payload["content"]["object"]["currency"] = "XXX1"
+    r = post_signed(signed, json.dumps(payload).encode())
+    assert r.status_code == 422
+    assert any("currency" in e["field"] for e in r.json()["errors"])
+    services = signed.app.state.services  # type: ignore[attr-defined]
+    assert services.store.count_dead_letters() == 1
+
+
+def test_without_a_secret_an_operator_key_is_required(api: Api) -> None:
+    body = body_of("payment_succeeded_wallet")
+    headers = {"content-type": "application/json"}
+    assert (
+        api.client.post("/v1/webhooks/hyperswitch", content=body, headers=headers).status_code
+        == 401
+    )
+    r = api.client.post(
+        "/v1/webhooks/hyperswitch", content=body, headers={**headers, **api.as_("operator")}
+    )
+    assert r.status_code == 200 and r.json()["status"] == "accepted"

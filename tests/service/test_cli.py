@@ -1,0 +1,89 @@
+"""The ``apos`` command line: file ingestion, migrations, keys."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from apos.adapters.db import SqlStore
+from apos.cli.main import app
+from tests.service.conftest import make_event
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("APOS_DATABASE_URL", database_url)
+    return database_url
+
+
+def test_ingest_jsonl_is_idempotent_and_dead_letters_bad_lines(env: str, tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    lines = [json.dumps(make_event(i)) for i in range(2500)]
+    lines.insert(10, "{broken")
+    lines.insert(20, json.dumps(make_event(99999, currency="QQQ")))
+    path.write_text("\n".join(lines) + "\n")
+    first = runner.invoke(app, ["ingest", str(path)])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout.strip().splitlines()[-1]) == {
+        "accepted": 2500,
+        "duplicates": 0,
+        "rejected": 2,
+    }
+    second = runner.invoke(app, ["ingest", str(path)])
+    assert json.loads(second.stdout.strip().splitlines()[-1])["duplicates"] == 2500
+    store = SqlStore(env)
+    assert store.count_events() == 2500
+    letters = store.list_dead_letters(None, 10, None).items
+    assert any("line 11" in d.reason for d in letters)
+    store.close()
+
+
+def test_ingest_csv(env: str, tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    rows = [make_event(i) for i in range(50)]
+    rows[3]["error_code"] = None
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0], "error_code"])
+        writer.writeheader()
+        writer.writerows(rows)
+    result = runner.invoke(app, ["ingest", str(path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["accepted"] == 50
+    store = SqlStore(env)
+    event = store.get_event("evt_3")
+    assert event is not None and event.amount == 1999 and event.latency_ms == 321.5
+    store.close()
+
+
+def test_keys_create_list_revoke(env: str) -> None:
+    created = runner.invoke(
+        app, ["keys", "create", "--name", "ops", "--role", "operator", "--merchant-id", "m_alpha"]
+    )
+    assert created.exit_code == 0, created.output
+    token = created.stdout.strip().splitlines()[-1]
+    assert token.startswith("apos_key_")
+    key_id = "_".join(token.split("_")[1:3])
+    listed = runner.invoke(app, ["keys", "list"])
+    assert key_id in listed.stdout and token not in listed.stdout
+    store = SqlStore(env)
+    record = store.get_api_key(key_id)
+    assert record is not None and record.key_hash != token and record.merchant_id == "m_alpha"
+    store.close()
+    assert runner.invoke(app, ["keys", "revoke", key_id]).exit_code == 0
+    assert runner.invoke(app, ["keys", "revoke", key_id]).exit_code == 0  # idempotent
+    assert runner.invoke(app, ["keys", "revoke", "key_000000000000"]).exit_code == 1
+    bad = runner.invoke(app, ["keys", "create", "--name", "x", "--role", "root"])
+    assert bad.exit_code == 2
+
+
+def test_db_upgrade_and_bad_settings(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    monkeypatch.setenv("APOS_DATABASE_URL", "mysql://nope")
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 2 and "APOS_DATABASE_URL" in result.output

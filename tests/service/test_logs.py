@@ -1,0 +1,59 @@
+"""Structured logs: JSON lines with component and request id; secrets and card data masked."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+import structlog
+
+from apos.service.logs import configure_logging, get_logger
+
+
+@pytest.fixture
+def json_logs():  # type: ignore[no-untyped-def]
+    stream = io.StringIO()
+    configure_logging("info", json=True, stream=stream)
+
+    def read() -> list[dict[str, object]]:
+        return [json.loads(line) for line in stream.getvalue().splitlines() if line]
+
+    yield read
+    logging.getLogger().handlers[:] = []
+
+
+def test_records_are_json_with_component_and_request_id(json_logs) -> None:  # type: ignore[no-untyped-def]
+    with structlog.contextvars.bound_contextvars(request_id="req-1"):
+        get_logger("ingest").info("batch stored", events=3)
+    [record] = json_logs()
+    assert record["event"] == "batch stored" and record["events"] == 3
+    assert record["component"] == "ingest" and record["request_id"] == "req-1"
+    assert record["level"] == "info" and "timestamp" in record
+
+
+def test_card_numbers_emails_keys_and_secrets_are_masked(json_logs) -> None:  # type: ignore[no-untyped-def]
+    token = "apos_key_0123456789ab_" + "s" * 43
+    get_logger("api").warning(
+        "declined 4111-1111-1111-1111 for bob@example.com",
+        payload={"pan": "5555555555554444", "note": f"used {token}"},
+        api_key="plain-secret",
+        header="Bearer abc.def",
+        amount=1999,
+        order="1234567890123",  # 13 digits, not Luhn-valid: left alone
+    )
+    logging.getLogger("uvicorn.error").error("stdlib says 4242424242424242")
+    text = json.dumps(json_logs())
+    for secret in (
+        "4111-1111-1111-1111",
+        "5555555555554444",
+        "bob@example.com",
+        token,
+        "plain-secret",
+        "abc.def",
+        "4242424242424242",
+    ):
+        assert secret not in text, secret
+    assert "****1111" in text and "****4444" in text and "1234567890123" in text
+    assert "1999" in text

@@ -1,0 +1,52 @@
+"""Settings: env, TOML file, validation with every bad value named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from apos.settings import SettingsError, load_settings
+
+
+def test_defaults_are_embedded() -> None:
+    s = load_settings()
+    assert s.database_url.startswith("sqlite") and s.redis_url is None
+    assert not s.uses_postgres
+
+
+def test_env_and_toml_with_env_winning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "apos.toml"
+    config.write_text(
+        'database_url = "postgresql://u@db/apos"\nport = 9000\nredis_url = "redis://cache:6379/0"\n'
+    )
+    monkeypatch.setenv("APOS_CONFIG", str(config))
+    monkeypatch.setenv("APOS_PORT", "9100")
+    s = load_settings()
+    assert s.database_url == "postgresql+psycopg://u@db/apos" and s.uses_postgres
+    assert s.port == 9100 and s.redis_url == "redis://cache:6379/0"
+
+
+def test_every_bad_value_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APOS_PORT", "70000")
+    monkeypatch.setenv("APOS_REDIS_URL", "http://nope")
+    monkeypatch.setenv("APOS_AUTONOMY_MODE", "yolo")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    message = str(err.value)
+    for name in ("APOS_PORT", "APOS_REDIS_URL", "APOS_AUTONOMY_MODE"):
+        assert name in message
+
+
+def test_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APOS_CONFIG", "/nonexistent/apos.toml")
+    with pytest.raises(SettingsError, match="/nonexistent/apos.toml"):
+        load_settings()
+
+
+def test_unknown_toml_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "apos.toml"
+    config.write_text("databse_url = 'sqlite:///x.db'\n")
+    monkeypatch.setenv("APOS_CONFIG", str(config))
+    with pytest.raises(SettingsError, match="DATABSE_URL"):
+        load_settings()
