@@ -1,0 +1,92 @@
+"""Helpers for the core tests: payments and events in a few words."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from apos.core.events import PaymentEvent
+from apos.core.payment import Payment
+
+T0 = 1_700_000_000.0
+
+_counter = iter(range(10**9))
+
+
+def payment(
+    merchant: str = "m1",
+    network: str | None = "visa",
+    country: str | None = "US",
+    amount: int = 1999,
+    currency: str = "USD",
+    method: str = "card",
+    eligible: tuple[str, ...] | None = None,
+    payment_id: str | None = None,
+) -> Payment:
+    """A payment with defaults for everything not under test."""
+    return Payment(
+        payment_id=payment_id or f"pay_{next(_counter)}",
+        merchant_id=merchant,
+        amount=amount,
+        currency=currency,
+        payment_method=method,
+        card_network=network,
+        country=country,
+        eligible_connectors=eligible,
+    )
+
+
+def event(
+    connector: str,
+    ok: bool,
+    ts: float,
+    merchant: str = "m1",
+    network: str | None = "visa",
+    country: str | None = "US",
+    amount: int = 1999,
+    status: str | None = None,
+    error_code: str | None = None,
+    latency_ms: float | None = None,
+    payment_id: str | None = None,
+    attempt: int = 1,
+) -> PaymentEvent:
+    """A validated final event (``status`` overrides ``ok``)."""
+    n = next(_counter)
+    return PaymentEvent(
+        event_id=f"evt_{n}",
+        payment_id=payment_id or f"pay_{n}",
+        attempt=attempt,
+        merchant_id=merchant,
+        connector=connector,
+        status=status or ("succeeded" if ok else "failed"),
+        amount=amount,
+        currency="USD",
+        card_network=network,
+        issuer_country=country,
+        error_code=error_code,
+        latency_ms=latency_ms,
+        occurred_at=datetime.fromtimestamp(ts, UTC),
+    )
+
+
+def outcome_for(pay: Payment, connector: str, ok: bool, ts: float, **extra: object) -> PaymentEvent:
+    """The event of routing ``pay`` to ``connector``."""
+    return event(
+        connector,
+        ok,
+        ts,
+        merchant=pay.merchant_id,
+        network=pay.card_network,
+        country=pay.country,
+        amount=pay.amount,
+        payment_id=pay.payment_id,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def exact_outcome(n: int, rate: float) -> bool:
+    """The ``n``-th outcome (from 0) of a deterministic sequence with exactly ``rate`` successes.
+
+    >>> sum(exact_outcome(i, 0.6) for i in range(1000))
+    600
+    """
+    return int((n + 1) * rate + 1e-9) > int(n * rate + 1e-9)
