@@ -54,6 +54,18 @@ class Settings(BaseSettings):
     # Hyperswitch: the profile's payment_response_hash_key; when set, webhooks must be signed.
     hyperswitch_webhook_secret: SecretStr | None = None
 
+    # Routing. More connectors are learnt from events and from eligible lists in requests.
+    connectors: tuple[str, ...] = ("stripe", "adyen", "checkout")
+    engine_seed: int = 0
+    # A TOML or JSON file holding an EngineConfig (policies per merchant, learner, breakers).
+    routing_config: Path | None = None
+    snapshot_interval_s: float = Field(default=60.0, gt=0)
+    tick_interval_s: float = Field(default=1.0, gt=0)
+    decision_flush_ms: int = Field(default=200, ge=10)
+    # "wall": now is the wall clock. "event": now follows the newest event time learnt when
+    # that is ahead (replays, accelerated simulations such as the demo).
+    clock: Literal["wall", "event"] = "wall"
+
     # Behaviour.
     autonomy_mode: AutonomyMode = "propose"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -78,6 +90,26 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+    @field_validator("connectors")
+    @classmethod
+    def _some_connector(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(v.strip().lower() for v in value if v.strip()))
+        if not names:
+            raise ValueError("name at least one connector")
+        return names
+
+    @field_validator("routing_config")
+    @classmethod
+    def _readable_config(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a file")
+        return value
+
+    @property
+    def applied_stream(self) -> str:
+        """The stream every instance tails to learn from every stored event."""
+        return f"{self.event_stream}:applied"
 
     @property
     def uses_postgres(self) -> bool:

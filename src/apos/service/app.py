@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apos import __version__
-from apos.service.api import events, keys, system, webhooks
+from apos.service.api import decision_engine, events, keys, routing, system, webhooks
 from apos.service.bootstrap import Services, build_services
 from apos.service.errors import install_error_handlers
 from apos.settings import Settings, load_settings
@@ -65,8 +65,7 @@ def build_app(settings: Settings | None = None, services: Services | None = None
             if own_services:
                 services.close()
             else:
-                for worker in services.workers:
-                    worker.stop()
+                services.stop_workers()
 
     app = FastAPI(
         title="APOS",
@@ -82,6 +81,8 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(keys.router)
+    app.include_router(routing.router)
+    app.include_router(decision_engine.router)
     _document_event_schema(app)
     return app
 
@@ -95,6 +96,7 @@ def _document_event_schema(app: FastAPI) -> None:
     """Publish ``PaymentEvent`` in the OpenAPI components: the ingest endpoints read raw
     bodies (to accept partial batches), so FastAPI cannot infer the schema itself."""
     from apos.core.events import PaymentEvent
+    from apos.service.api.routing import RouteRequest
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -105,6 +107,8 @@ def _document_event_schema(app: FastAPI) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(event.pop("$defs", {}))
             components["PaymentEvent"] = event
+            route = RouteRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components["RouteRequest"] = route
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -6,52 +6,45 @@ tests call it with embedded or real URLs. Nothing else constructs a store or a R
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import tomllib
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import orjson
+
 from apos import __version__
 from apos.adapters.bus import build_bus
+from apos.adapters.bus.redis_streams import StreamTail, connect
 from apos.adapters.db import SqlStore, upgrade_database
-from apos.adapters.ports import BusMessage, DeadLetter, EventBus, Store
+from apos.adapters.db.decisions import DecisionStore
+from apos.adapters.db.snapshots import SavedSnapshot, SnapshotStore
+from apos.adapters.ports import AuditEntry, BusMessage, DeadLetter, EventBus, Store
+from apos.core.config import EngineConfig
+from apos.core.engine import Engine
+from apos.core.events import PaymentEvent
 from apos.service.auth import KeyVerifier
 from apos.service.ingest import Ingestor
 from apos.service.logs import get_logger
 from apos.service.metrics import Metrics
+from apos.service.routing import DecisionWriter, RoutingService
 from apos.settings import Settings
 
 log = get_logger("bootstrap")
 
-
-@dataclass
-class Services:
-    """Everything a running APOS holds; owned by the app, closed on shutdown."""
-
-    settings: Settings
-    store: Store
-    bus: EventBus
-    metrics: Metrics
-    ingestor: Ingestor
-    keys: KeyVerifier
-    version: str = __version__
-    started_at: float = field(default_factory=time.time)
-    workers: list[BackgroundWorker] = field(default_factory=list)
-
-    def start(self) -> None:
-        for worker in self.workers:
-            worker.start()
-
-    def close(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-        self.bus.close()
-        self.store.close()
+SNAPSHOT_NAME = "default"
 
 
 class BackgroundWorker:
-    """Runs ``step()`` in a daemon thread until stopped; an error backs off, never kills it."""
+    """Runs ``step()`` in a daemon thread until stopped; an error backs off, never kills it.
+
+    ``step`` returns how much work it did; after a step that did none, the worker waits
+    ``idle_sleep`` seconds (steps that block on their own, like a stream read, use 0).
+    """
 
     def __init__(self, name: str, step: Callable[[], int], idle_sleep: float = 0.0) -> None:
         self.name = name
@@ -61,6 +54,7 @@ class BackgroundWorker:
         self._idle_sleep = idle_sleep
 
     def start(self) -> None:
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
@@ -68,6 +62,10 @@ class BackgroundWorker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
         backoff = 0.1
@@ -87,14 +85,93 @@ class BackgroundWorker:
                 backoff = min(backoff * 2, 10.0)
 
 
+@dataclass
+class Services:
+    """Everything a running APOS holds; owned by the app, closed on shutdown."""
+
+    settings: Settings
+    store: SqlStore
+    bus: EventBus
+    metrics: Metrics
+    ingestor: Ingestor
+    keys: KeyVerifier
+    routing: RoutingService
+    decisions: DecisionStore
+    snapshots: SnapshotStore
+    writer: DecisionWriter
+    version: str = __version__
+    started_at: float = field(default_factory=time.time)
+    workers: list[BackgroundWorker] = field(default_factory=list)
+    stream_position: Callable[[], str | None] = lambda: None
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.writer.start()
+        for worker in self.workers:
+            worker.start()
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.writer.stop()
+        try:
+            save_snapshot(self)
+        except Exception:
+            log.exception("could not save the engine snapshot at shutdown")
+
+    def close(self) -> None:
+        self.stop_workers()
+        for closer in self._closers:
+            closer()
+        self.bus.close()
+        self.store.close()
+
+
+def load_engine_config(settings: Settings) -> EngineConfig:
+    """The routing configuration: the file named by ``routing_config``, or the defaults."""
+    path = settings.routing_config
+    if path is None:
+        return EngineConfig()
+    text = path.read_text()
+    data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    return EngineConfig.model_validate(data)
+
+
+def instance_seed(settings: Settings) -> int:
+    """The engine seed of this process: the configured seed mixed with the consumer name,
+    so that instances draw different random numbers (and decision ids) from each other."""
+    return (settings.engine_seed * 1_000_003 + zlib.crc32(settings.consumer_name.encode())) & (
+        2**31 - 1
+    )
+
+
+def build_engine(settings: Settings, saved: SavedSnapshot | None) -> Engine:
+    """A new engine, or one continuing from ``saved`` (then reseeded for this instance)."""
+    config = load_engine_config(settings)
+    seed = instance_seed(settings)
+    if saved is None:
+        return Engine(settings.connectors, seed=seed, config=config)
+    engine = Engine.restore(saved.state, config=config)
+    engine.reseed(seed)
+    return engine
+
+
 def build_services(settings: Settings, *, migrate: bool = True) -> Services:
-    """Build the store, bus, metrics and ingestion pipeline described by ``settings``."""
+    """Build the store, bus, metrics, ingestion and routing described by ``settings``."""
     if migrate:
         upgrade_database(settings.database_url)
     store = SqlStore(settings.database_url)
     metrics = Metrics()
     bus = build_bus(settings, on_poison=lambda message: poison_to_dead_letter(store, message))
     ingestor = Ingestor(store, metrics)
+    decisions = DecisionStore(store.engine)
+    snapshots = SnapshotStore(store.engine)
+    saved = _load_snapshot(snapshots)
+    engine = build_engine(settings, saved)
+    writer = DecisionWriter(decisions, flush_interval_s=settings.decision_flush_ms / 1000)
+    routing = RoutingService(engine, metrics, writer, follow_event_time=settings.clock == "event")
+    if saved is not None:
+        routing.events_learned = saved.events_learned
     services = Services(
         settings=settings,
         store=store,
@@ -102,22 +179,159 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         metrics=metrics,
         ingestor=ingestor,
         keys=KeyVerifier(store),
+        routing=routing,
+        decisions=decisions,
+        snapshots=snapshots,
+        writer=writer,
     )
     services.workers.append(_stream_consumer(services))
+    if settings.redis_url:
+        _share_state_through_redis(services, saved)
+    else:
+        ingestor.add_listener(routing.learn)
+    services.workers.append(_ticker(services))
+    services.workers.append(_snapshotter(services))
     return services
+
+
+def _load_snapshot(snapshots: SnapshotStore) -> SavedSnapshot | None:
+    try:
+        saved = snapshots.load(SNAPSHOT_NAME)
+    except Exception:
+        log.exception("could not read the engine snapshot; starting cold")
+        return None
+    if saved is not None:
+        log.info(
+            "warm start from engine snapshot",
+            saved_at=saved.saved_at.isoformat(),
+            events_learned=saved.events_learned,
+        )
+    return saved
+
+
+def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) -> None:
+    """Every instance appends what it stored to the applied stream and learns from a tail
+    of it, so all instances learn from every event exactly once each."""
+    settings = services.settings
+    publisher = connect(settings.redis_url or "")
+    stream = settings.applied_stream
+    maxlen = settings.stream_maxlen
+
+    def publish(events: Sequence[PaymentEvent]) -> None:
+        pipe = publisher.pipeline(transaction=False)
+        for event in events:
+            pipe.xadd(
+                stream,
+                {"event": orjson.dumps(event.model_dump(mode="json"))},
+                maxlen=maxlen,
+                approximate=True,
+            )
+        pipe.execute()
+
+    services.ingestor.add_listener(publish)
+    # From the snapshot's position if there is one; otherwise from what the stream still
+    # holds, so a new instance warms up from recent history rather than from nothing.
+    start = saved.stream_position if saved is not None and saved.stream_position else "0"
+    tail = StreamTail(
+        settings.redis_url or "",
+        stream,
+        start_id=start,
+        block_ms=min(settings.stream_block_ms, 500),
+    )
+    routing = services.routing
+
+    def step() -> int:
+        messages = tail.read()
+        if not messages:
+            return 0
+        events: list[PaymentEvent] = []
+        for message in messages:
+            try:
+                events.append(PaymentEvent.model_validate_json(message.payload))
+            except ValueError:
+                log.warning("unreadable entry on the applied stream", entry=message.id)
+        routing.learn(events)
+        return len(messages)
+
+    services.workers.append(BackgroundWorker("state-tail", step))
+    services.stream_position = lambda: tail.last_id if tail.last_id != "$" else None
+    services._closers.extend([publisher.close, tail.close])
 
 
 def _stream_consumer(services: Services) -> BackgroundWorker:
     """Drains the event bus into the store; acknowledges only durable batches."""
     ingestor = services.ingestor
+    source = "redis" if services.settings.redis_url else "bus"
 
     def handle(messages: Sequence[BusMessage]) -> None:
-        ingestor.ingest_messages(messages, source="redis" if services.settings.redis_url else "bus")
+        ingestor.ingest_messages(messages, source=source)
+
+    return BackgroundWorker("stream-consumer", lambda: services.bus.consume_once(handle))
+
+
+def _ticker(services: Services) -> BackgroundWorker:
+    """Engine housekeeping once a tick: breaker transitions are audited and logged."""
+    interval = services.settings.tick_interval_s
+    last = [0.0]
 
     def step() -> int:
-        return services.bus.consume_once(handle)
+        if time.monotonic() - last[0] < interval:
+            return 0
+        last[0] = time.monotonic()
+        report = services.routing.tick()
+        if report.transitions:
+            entries = [
+                AuditEntry(
+                    actor="system:breaker",
+                    action=f"connector.{t.to_state.value}",
+                    target=t.connector,
+                    merchant_id=t.merchant_id,
+                    details={
+                        "from": t.from_state.value,
+                        "to": t.to_state.value,
+                        "reason": t.reason,
+                        "event_time": t.at,
+                    },
+                )
+                for t in report.transitions
+            ]
+            services.store.append_audit(entries)
+            for t in report.transitions:
+                log.warning(
+                    "connector breaker changed",
+                    connector=t.connector,
+                    merchant_id=t.merchant_id,
+                    to=t.to_state.value,
+                    reason=t.reason,
+                )
+        return 1
 
-    return BackgroundWorker("stream-consumer", step)
+    return BackgroundWorker("engine-tick", step, idle_sleep=min(interval, 0.25))
+
+
+def save_snapshot(services: Services) -> None:
+    """Persist the engine's learnt state with the stream position it includes."""
+    with services.routing.lock:
+        state = services.routing.engine.snapshot()
+        position = services.stream_position()
+        learned = services.routing.events_learned
+    services.snapshots.save(
+        SavedSnapshot(SNAPSHOT_NAME, datetime.now(UTC), position, learned, state)
+    )
+
+
+def _snapshotter(services: Services) -> BackgroundWorker:
+    interval = services.settings.snapshot_interval_s
+    last = [time.monotonic()]
+
+    def step() -> int:
+        if time.monotonic() - last[0] < interval:
+            return 0
+        last[0] = time.monotonic()
+        save_snapshot(services)
+        return 1
+
+    return BackgroundWorker("engine-snapshot", step, idle_sleep=1.0)
 
 
 def poison_to_dead_letter(store: Store, message: BusMessage) -> None:

@@ -50,6 +50,19 @@ def _mask_value(key: str, value: Any) -> Any:
     return value
 
 
+def add_component(
+    logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: records from stdlib loggers get their logger name as component."""
+    if "component" not in event_dict:
+        name = getattr(logger, "name", None) or event_dict.get("_record", None)
+        if isinstance(name, str):
+            event_dict["component"] = name
+        elif name is not None and hasattr(name, "name"):
+            event_dict["component"] = name.name
+    return event_dict
+
+
 def mask_sensitive(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -66,6 +79,7 @@ def configure_logging(level: str = "info", json: bool = True, stream: TextIO | N
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         structlog.processors.format_exc_info,
+        add_component,
         mask_sensitive,
     ]
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
@@ -87,8 +101,10 @@ def configure_logging(level: str = "info", json: bool = True, stream: TextIO | N
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # Access logs are per request: too chatty at thousands of decisions a second.
+    # Access logs are per request: too chatty at thousands of decisions a second; alembic
+    # narrates every plugin it loads at info.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def get_logger(component: str) -> structlog.stdlib.BoundLogger:

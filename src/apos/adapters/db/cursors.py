@@ -69,3 +69,21 @@ def decode_id_cursor(cursor: str, kind: str) -> int:
     if len(payload) != 2 or type(payload[1]) is not int:
         raise InvalidCursorError(f"malformed {kind} cursor")
     return payload[1]
+
+
+def encode_time_cursor(kind: str, at: datetime, key: str) -> str:
+    """Cursor after the row at (``at``, ``key``) of a listing named ``kind``."""
+    return _encode([kind, at.isoformat(), key])
+
+
+def decode_time_cursor(cursor: str, kind: str) -> tuple[datetime, str]:
+    """Inverse of :func:`encode_time_cursor`; raises :class:`InvalidCursorError`."""
+    payload = _decode(cursor, kind)
+    try:
+        _, at_text, key = payload
+        at = datetime.fromisoformat(str(at_text))
+    except ValueError:
+        raise InvalidCursorError("malformed cursor") from None
+    if at.tzinfo is None or not isinstance(key, str):
+        raise InvalidCursorError("malformed cursor")
+    return at, key

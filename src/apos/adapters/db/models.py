@@ -21,6 +21,7 @@ __all__ = [
     "audit_log",
     "autonomous_decisions",
     "dead_letters",
+    "engine_snapshots",
     "healing_actions",
     "metadata",
     "metric_rollups",
@@ -191,4 +192,53 @@ api_keys = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("revoked_at", UtcDateTime),
     sa.Column("last_used_at", UtcDateTime),
+)
+
+# The routing engine's learnt state, saved periodically so a restarted instance warms up
+# instead of starting cold. ``stream_position`` is the last shared-stream entry the state
+# includes: the instance resumes tailing right after it, so nothing is learnt twice.
+engine_snapshots = sa.Table(
+    "engine_snapshots",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("saved_at", UtcDateTime, nullable=False),
+    sa.Column("stream_position", sa.String(64)),
+    sa.Column("events_learned", sa.BigInteger, nullable=False),
+    sa.Column("state", JSONDocument, nullable=False),
+)
+
+# Juspay decision-engine compatibility (docs/decision-engine-compat.md). A merchant account
+# must exist before the engine's API routes for it; ``decider_input`` is the engine's
+# ``gateway_success_rate_based_decider_input`` (where its elimination rule lives).
+de_merchant_accounts = sa.Table(
+    "de_merchant_accounts",
+    metadata,
+    sa.Column("merchant_id", sa.String(128), primary_key=True),
+    sa.Column("decider_input", sa.Text),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# The engine's rule configurations (``successRate``, ``debitRouting``), as sent.
+de_rule_configs = sa.Table(
+    "de_rule_configs",
+    metadata,
+    sa.Column("merchant_id", sa.String(128), primary_key=True),
+    sa.Column("algorithm", sa.String(32), primary_key=True),
+    sa.Column("config", JSONDocument, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# What a decide-gateway call knew about a payment (amount, currency, method, ...), so that
+# the later update-gateway-score, which names only the payment, becomes a full event on any
+# instance. Rows older than a day are purged.
+de_payment_contexts = sa.Table(
+    "de_payment_contexts",
+    metadata,
+    sa.Column("merchant_id", sa.String(128), primary_key=True),
+    sa.Column("payment_id", sa.String(128), primary_key=True),
+    sa.Column("context", JSONDocument, nullable=False),
+    sa.Column("decided_at", UtcDateTime, nullable=False),
+    sa.Index(None, "decided_at"),
 )

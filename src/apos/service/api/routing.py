@@ -1,0 +1,312 @@
+"""Routing: decide a payment's connector, inspect decisions, connectors and A/B experiments.
+
+``POST /v1/route`` is the hot path: it parses with orjson, validates with one pydantic
+model, asks the in-memory engine and answers with orjson, all on the event loop: no
+thread hop, no database, no Redis.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from apos.adapters.ports import AuditEntry
+from apos.core.config import PolicyConfig
+from apos.core.decision import Decision
+from apos.core.events import field_errors
+from apos.core.experiments import Experiment, ExperimentResult
+from apos.core.iso import COUNTRIES, CURRENCIES
+from apos.core.payment import Payment
+from apos.service.api.deps import Operator, ServicesDep, Viewer
+from apos.service.api.events import _paged
+from apos.service.auth import Role, forbidden_merchant, require
+from apos.service.errors import ApiError
+
+router = APIRouter(prefix="/v1", tags=["routing"])
+_operator = require(Role.OPERATOR)
+
+
+class RouteRequest(BaseModel):
+    """A payment to route: the context the router may base its choice on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    payment_id: str = Field(min_length=1, max_length=128)
+    merchant_id: str = Field(min_length=1, max_length=128)
+    amount: int = Field(ge=0, le=10**15, description="minor units of currency")
+    currency: str = Field(min_length=3, max_length=3)
+    payment_method: str = Field(default="card", min_length=1, max_length=64)
+    card_network: str | None = Field(default=None, max_length=64)
+    country: str | None = Field(
+        default=None, min_length=2, max_length=2, description="issuer country, ISO 3166-1 alpha-2"
+    )
+    payment_method_type: str | None = Field(default=None, max_length=64)
+    eligible_connectors: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="connectors the switch can use for this payment; omit for all",
+    )
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        if value.upper() not in CURRENCIES:
+            raise ValueError("unknown ISO 4217 currency code")
+        return value.upper()
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        if value is not None and value.upper() not in COUNTRIES:
+            raise ValueError("unknown ISO 3166-1 alpha-2 country code")
+        return None if value is None else value.upper()
+
+    def to_payment(self) -> Payment:
+        return Payment(
+            payment_id=self.payment_id,
+            merchant_id=self.merchant_id,
+            amount=self.amount,
+            currency=self.currency,
+            payment_method=self.payment_method.lower(),
+            card_network=self.card_network.lower() if self.card_network else None,
+            country=self.country,
+            payment_method_type=self.payment_method_type.lower()
+            if self.payment_method_type
+            else None,
+            eligible_connectors=tuple(c.lower() for c in self.eligible_connectors)
+            if self.eligible_connectors
+            else None,
+        )
+
+
+def decision_json(decision: Decision) -> dict[str, Any]:
+    """The public shape of a decision (also what ``GET /v1/decisions/{id}`` builds on)."""
+    return {
+        "decision_id": decision.decision_id,
+        "payment_id": decision.payment_id,
+        "merchant_id": decision.merchant_id,
+        "connector": decision.connector,
+        "alternatives": [{"connector": c, "score": s} for c, s in decision.alternatives],
+        "confidence": decision.confidence,
+        "explored": decision.explored,
+        "propensity": decision.propensity,
+        "policy": decision.policy,
+        "model_version": decision.model_version,
+        "reasons": list(decision.reasons),
+        "fallback": decision.fallback,
+        "experiment": None
+        if decision.experiment_id is None
+        else {"id": decision.experiment_id, "arm": decision.experiment_arm},
+    }
+
+
+@router.post(
+    "/route",
+    summary="Choose the connector for a payment",
+    description=(
+        "Answers from in-memory state only. Send the attempt's outcome to `/v1/events` with "
+        "`decision_id` so the decision is joined to it and the router learns."
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/RouteRequest"}}
+            },
+        }
+    },
+    responses={200: {"description": "The decision"}},
+)
+async def route(request: Request, services: ServicesDep) -> Response:
+    principal = _operator(request)
+    try:
+        body = RouteRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        names = ", ".join(e.field for e in errors if e.field) or "body"
+        raise ApiError(422, "validation_error", f"invalid {names}", errors) from None
+    if not principal.may_write(body.merchant_id):
+        raise forbidden_merchant(body.merchant_id)
+    try:
+        decision = services.routing.route(body.to_payment())
+    except ValueError as exc:
+        raise ApiError(422, "unroutable", str(exc)) from None
+    return Response(orjson.dumps(decision_json(decision)), media_type="application/json")
+
+
+@router.get("/decisions", summary="Routing decisions, newest first, with joined outcomes")
+async def list_decisions(
+    services: ServicesDep,
+    principal: Viewer,
+    merchant_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    merchant = principal.merchant_filter(merchant_id)
+    page = await _paged(services.decisions.list, merchant, limit, cursor)
+    return {"items": [d.as_dict() for d in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get("/decisions/{decision_id}", summary="One decision and its outcome")
+async def get_decision(
+    decision_id: str, services: ServicesDep, principal: Viewer
+) -> dict[str, Any]:
+    row = await run_in_threadpool(services.decisions.get, decision_id)
+    if row is None or (
+        principal.merchant_id is not None and row.merchant_id != principal.merchant_id
+    ):
+        raise ApiError(
+            404,
+            "not_found",
+            f"no decision {decision_id!r} (recent decisions are written within a second)",
+        )
+    return row.as_dict()
+
+
+@router.get("/connectors", summary="Connectors, their breaker states and learnt volume")
+async def connectors(services: ServicesDep, principal: Viewer) -> dict[str, Any]:
+    routing = services.routing
+    now = routing.now().timestamp()
+    with routing.lock:
+        engine = routing.engine
+        items = [
+            {
+                "connector": c,
+                "state": engine.breaker_state(c, principal.merchant_id, now).value
+                if principal.merchant_id
+                else engine.breaker_state(c, None, now).value,
+            }
+            for c in engine.connectors
+        ]
+    return {"items": items, "events_learned": routing.events_learned}
+
+
+class ExperimentCreate(BaseModel):
+    """An A/B test between two policy configurations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    control: PolicyConfig
+    treatment: PolicyConfig
+    treatment_share: float = Field(default=0.5, gt=0.0, lt=1.0)
+    merchant_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+def result_json(result: ExperimentResult, experiment: Experiment | None = None) -> dict[str, Any]:
+    def arm(a: Any) -> dict[str, Any]:
+        return {
+            "policy": a.policy,
+            "attempts": a.attempts,
+            "successes": a.successes,
+            "success_rate": a.success_rate,
+        }
+
+    out: dict[str, Any] = {
+        "experiment_id": result.experiment_id,
+        "running": result.running,
+        "control": arm(result.control),
+        "treatment": arm(result.treatment),
+        "difference": result.difference,
+        "ci95": [result.ci_low, result.ci_high],
+        "significant": result.significant,
+    }
+    if experiment is not None:
+        out["merchant_id"] = experiment.merchant_id
+        out["treatment_share"] = experiment.treatment_share
+    return out
+
+
+def _experiment(services: Any, experiment_id: str, merchant: str | None) -> Experiment:
+    for experiment in services.routing.engine.experiments:
+        if experiment.experiment_id == experiment_id and (
+            merchant is None or experiment.merchant_id == merchant
+        ):
+            return experiment  # type: ignore[no-any-return]
+    raise ApiError(404, "not_found", f"no experiment {experiment_id!r}")
+
+
+@router.post("/experiments", status_code=201, summary="Start an A/B test between two policies")
+async def start_experiment(
+    body: ExperimentCreate, services: ServicesDep, principal: Operator
+) -> dict[str, Any]:
+    merchant = body.merchant_id
+    if principal.merchant_id is not None:
+        if merchant not in (None, principal.merchant_id):
+            raise forbidden_merchant(merchant or "")
+        merchant = principal.merchant_id
+    routing = services.routing
+    experiment = Experiment(
+        body.experiment_id,
+        body.control,
+        body.treatment,
+        started_at=routing.now().timestamp(),
+        treatment_share=body.treatment_share,
+        merchant_id=merchant,
+    )
+    with routing.lock:
+        try:
+            routing.engine.start_experiment(experiment)
+        except ValueError as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+    await run_in_threadpool(
+        services.store.append_audit,
+        [
+            AuditEntry(
+                actor=principal.actor,
+                action="experiment.start",
+                target=body.experiment_id,
+                merchant_id=merchant,
+                details=body.model_dump(mode="json"),
+            )
+        ],
+    )
+    return result_json(experiment.result(), experiment)
+
+
+@router.get("/experiments", summary="Experiments with their current results")
+async def list_experiments(services: ServicesDep, principal: Viewer) -> dict[str, Any]:
+    with services.routing.lock:
+        items = [
+            result_json(e.result(), e)
+            for e in services.routing.engine.experiments
+            if principal.merchant_id is None or e.merchant_id == principal.merchant_id
+        ]
+    return {"items": items}
+
+
+@router.get("/experiments/{experiment_id}", summary="One experiment's per-arm results")
+async def get_experiment(
+    experiment_id: str, services: ServicesDep, principal: Viewer
+) -> dict[str, Any]:
+    with services.routing.lock:
+        experiment = _experiment(services, experiment_id, principal.merchant_id)
+        return result_json(experiment.result(), experiment)
+
+
+@router.post("/experiments/{experiment_id}/stop", summary="Stop an experiment; final result")
+async def stop_experiment(
+    experiment_id: str, services: ServicesDep, principal: Operator
+) -> dict[str, Any]:
+    routing = services.routing
+    with routing.lock:
+        experiment = _experiment(services, experiment_id, principal.merchant_id)
+        result = routing.engine.stop_experiment(experiment_id, routing.now().timestamp())
+    await run_in_threadpool(
+        services.store.append_audit,
+        [
+            AuditEntry(
+                actor=principal.actor,
+                action="experiment.stop",
+                target=experiment_id,
+                merchant_id=experiment.merchant_id,
+                details=result_json(result),
+            )
+        ],
+    )
+    return result_json(result, experiment)

@@ -1,0 +1,207 @@
+"""The routing service: one in-memory :class:`~apos.core.engine.Engine` per process, fed
+from the event stream, answering ``route`` without touching the database.
+
+Hot path: ``route()`` takes the engine lock, asks the engine, records metrics and hands the
+decision to :class:`DecisionWriter`, a background thread that writes decisions to
+``autonomous_decisions`` in batches and joins outcomes to them. Nothing on that path waits
+on I/O.
+
+Learning: outcomes reach ``learn()`` exactly once per process. Embedded (no Redis), the
+ingestor calls it with each batch of newly stored events. With Redis, every instance instead
+tails the shared ``<event_stream>:applied`` stream, to which every instance appends what it
+stored, so all instances learn from all events, whoever ingested them.
+
+Manual capture sends two success webhooks for one attempt (authorised, then captured); the
+learner must count that attempt once, so final outcomes are deduplicated on
+(payment_id, attempt, connector) over a bounded window.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from apos.adapters.db.decisions import DecisionOutcome, DecisionStore
+from apos.core.decision import Decision, TickReport
+from apos.core.engine import Engine
+from apos.core.events import PaymentEvent
+from apos.core.payment import Payment
+from apos.service.logs import get_logger
+from apos.service.metrics import Metrics
+
+log = get_logger("routing")
+
+
+class _RecentKeys:
+    """A bounded set remembering the most recent keys (oldest forgotten first)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._keys: OrderedDict[tuple[str, int, str], None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, key: tuple[str, int, str]) -> bool:
+        """Remember ``key``; False if it was already there."""
+        if key in self._keys:
+            return False
+        self._keys[key] = None
+        if len(self._keys) > self._capacity:
+            self._keys.popitem(last=False)
+        return True
+
+
+class DecisionWriter:
+    """Writes decisions and outcome joins in batches from a background thread.
+
+    An outcome can arrive before its decision is written (or be for a decision another
+    instance writes); unmatched outcomes are retried for ``outcome_retry_s``.
+    """
+
+    def __init__(
+        self,
+        store: DecisionStore,
+        flush_interval_s: float = 0.2,
+        max_batch: int = 2_000,
+        outcome_retry_s: float = 60.0,
+    ) -> None:
+        self._store = store
+        self._interval = flush_interval_s
+        self._max_batch = max_batch
+        self._retry_s = outcome_retry_s
+        self._decisions: list[Decision] = []
+        self._outcomes: list[tuple[float, DecisionOutcome]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.written = 0
+        self.joined = 0
+
+    def add_decision(self, decision: Decision) -> None:
+        # list.append is atomic under the GIL; the lock only guards the swap in flush().
+        self._decisions.append(decision)
+
+    def add_outcome(self, outcome: DecisionOutcome) -> None:
+        self._outcomes.append((time.monotonic(), outcome))
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="decision-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what is queued now (decisions first, so outcomes can find them)."""
+        with self._lock:
+            decisions, self._decisions = self._decisions, []
+            outcomes, self._outcomes = self._outcomes, []
+        try:
+            for i in range(0, len(decisions), self._max_batch):
+                self.written += self._store.insert(decisions[i : i + self._max_batch])
+        except Exception:
+            with self._lock:
+                self._decisions[:0] = decisions  # keep them for the next attempt
+            raise
+        if not outcomes:
+            return
+        found = self._store.record_outcomes([o for _, o in outcomes])
+        self.joined += sum(1 for _, o in outcomes if o.decision_id in found)
+        horizon = time.monotonic() - self._retry_s
+        retry = [(t, o) for t, o in outcomes if o.decision_id not in found and t > horizon]
+        if retry:
+            with self._lock:
+                self._outcomes[:0] = retry
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.flush()
+            except Exception:
+                log.exception("decision log flush failed; will retry")
+
+
+class RoutingService:
+    """Owns the process's engine; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: Metrics,
+        writer: DecisionWriter | None,
+        clock: Callable[[], float] = time.time,
+        follow_event_time: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.lock = threading.Lock()
+        self._metrics = metrics
+        self._writer = writer
+        self._wall = clock
+        # With follow_event_time, "now" is the newest event time learnt when that is ahead
+        # of the wall clock: replays and accelerated simulations run breakers and decay on
+        # their own timeline (settings.clock = "event").
+        self._follow = follow_event_time
+        self._watermark = 0.0
+        self._learned = _RecentKeys(500_000)
+        self.events_learned = 0
+        self._decisions = metrics.decisions
+        self._latency = metrics.decision_latency
+
+    def _clock(self) -> float:
+        wall = self._wall()
+        return wall if not self._follow or wall >= self._watermark else self._watermark
+
+    def route(self, payment: Payment) -> Decision:
+        """Decide where ``payment`` goes (in-memory only)."""
+        now = self._clock()
+        started = time.perf_counter()
+        with self.lock:
+            decision = self.engine.route(payment, now)
+        self._latency.observe(time.perf_counter() - started)
+        self._decisions.labels(decision.policy, decision.connector).inc()
+        if self._writer is not None:
+            self._writer.add_decision(decision)
+        return decision
+
+    def learn(self, events: Sequence[PaymentEvent]) -> None:
+        """Learn from newly stored events and join their outcomes to decisions."""
+        now = self._clock()
+        joined: list[DecisionOutcome] = []
+        with self.lock:
+            for event in events:
+                if not event.status.is_final:
+                    continue
+                if not self._learned.add((event.payment_id, event.attempt, event.connector)):
+                    continue
+                self.engine.observe(event, now)
+                self.events_learned += 1
+                if self._follow:
+                    ts = event.occurred_ts
+                    if ts > self._watermark:
+                        self._watermark = ts
+                if event.decision_id is not None:
+                    joined.append(
+                        DecisionOutcome(
+                            event.decision_id, str(event.status), event.event_id, event.occurred_at
+                        )
+                    )
+        if self._writer is not None:
+            for outcome in joined:
+                self._writer.add_outcome(outcome)
+
+    def tick(self) -> TickReport:
+        with self.lock:
+            return self.engine.tick(self._clock())
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return self.engine.snapshot()
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)

@@ -1,0 +1,145 @@
+"""Routing over HTTP: decisions, learning from outcomes, the decision log, experiments."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.service.conftest import Api, make_event
+
+PAYMENT = {
+    "payment_id": "pay_r1",
+    "merchant_id": "m_alpha",
+    "amount": 1999,
+    "currency": "USD",
+    "payment_method": "card",
+    "card_network": "visa",
+    "country": "US",
+}
+
+
+def route(api: Api, who: str = "operator", **overrides: Any) -> Any:
+    return api.client.post("/v1/route", json={**PAYMENT, **overrides}, headers=api.as_(who))
+
+
+def teach(api: Api, connector: str, successes: int, failures: int, start: int) -> None:
+    events = []
+    for i in range(successes + failures):
+        events.append(
+            make_event(
+                start + i,
+                connector=connector,
+                payment_id=f"pay_t{start + i}",
+                status="succeeded" if (i * 37) % (successes + failures) < successes else "failed",
+                occurred_at=time.time() - 5,
+            )
+        )
+    r = api.client.post("/v1/events", json=events, headers=api.as_("operator"))
+    assert r.json()["accepted"] == len(events)
+
+
+def test_route_returns_a_full_decision(api: Api) -> None:
+    r = route(api)
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["connector"] in {"stripe", "adyen", "checkout"}
+    assert {a["connector"] for a in d["alternatives"]} == {"stripe", "adyen", "checkout"}
+    assert d["alternatives"][0]["connector"] == d["connector"]
+    assert 0.0 <= d["confidence"] <= 1.0 and 0.0 < d["propensity"] <= 1.0
+    assert d["decision_id"].startswith("dec_") and d["model_version"] and d["reasons"]
+
+
+def test_route_respects_eligible_connectors(api: Api) -> None:
+    for i in range(20):
+        d = route(api, payment_id=f"p{i}", eligible_connectors=["adyen"]).json()
+        assert d["connector"] == "adyen"
+
+
+def test_route_validation_and_scope(api: Api) -> None:
+    r = route(api, currency="XYZ", amount=-1)
+    assert r.status_code == 422
+    assert {e["field"] for e in r.json()["errors"]} == {"currency", "amount"}
+    assert route(api, who="viewer").status_code == 403
+    assert route(api, who="beta").json()["code"] == "forbidden_merchant"
+    assert route(api, who="alpha").status_code == 200
+    assert api.client.post("/v1/route", json=PAYMENT).status_code == 401
+
+
+def test_outcomes_teach_the_router(api: Api) -> None:
+    teach(api, "stripe", successes=5, failures=95, start=0)
+    teach(api, "checkout", successes=10, failures=90, start=1000)
+    teach(api, "adyen", successes=95, failures=5, start=2000)
+    chosen = [route(api, payment_id=f"p{i}").json()["connector"] for i in range(50)]
+    assert chosen.count("adyen") >= 45
+
+
+def test_decisions_are_logged_and_joined_to_outcomes(api: Api) -> None:
+    decision = route(api).json()
+    outcome = make_event(
+        1,
+        payment_id="pay_r1",
+        connector=decision["connector"],
+        decision_id=decision["decision_id"],
+        occurred_at=time.time(),
+    )
+    api.client.post("/v1/events", json=outcome, headers=api.as_("operator"))
+    api.services.writer.flush()
+    api.services.writer.flush()
+    stored = api.client.get(
+        f"/v1/decisions/{decision['decision_id']}", headers=api.as_("viewer")
+    ).json()
+    assert stored["connector"] == decision["connector"]
+    assert stored["outcome"]["status"] == "succeeded"
+    assert stored["outcome"]["event_id"] == "evt_1"
+    listed = api.client.get("/v1/decisions", headers=api.as_("alpha")).json()["items"]
+    assert [d["decision_id"] for d in listed] == [decision["decision_id"]]
+    assert api.client.get("/v1/decisions", headers=api.as_("beta")).json()["items"] == []
+    assert (
+        api.client.get(
+            f"/v1/decisions/{decision['decision_id']}", headers=api.as_("beta")
+        ).status_code
+        == 404
+    )
+
+
+def test_experiments_split_and_report(api: Api) -> None:
+    created = api.client.post(
+        "/v1/experiments",
+        json={
+            "experiment_id": "rules-vs-ts",
+            "control": {"policy": "rules"},
+            "treatment": {"policy": "thompson"},
+            "merchant_id": "m_alpha",
+        },
+        headers=api.as_("operator"),
+    )
+    assert created.status_code == 201, created.text
+    arms = {route(api, payment_id=f"px{i}").json()["experiment"]["arm"] for i in range(40)}
+    assert arms == {"control", "treatment"}
+    got = api.client.get("/v1/experiments/rules-vs-ts", headers=api.as_("viewer")).json()
+    assert got["running"] is True and "ci95" in got
+    assert (
+        api.client.post(
+            "/v1/experiments",
+            json={
+                "experiment_id": "rules-vs-ts",
+                "control": {"policy": "rules"},
+                "treatment": {"policy": "thompson"},
+            },
+            headers=api.as_("operator"),
+        ).status_code
+        == 409
+    )
+    stopped = api.client.post("/v1/experiments/rules-vs-ts/stop", headers=api.as_("operator"))
+    assert stopped.json()["running"] is False
+    assert route(api, payment_id="after").json()["experiment"] is None
+    assert api.client.get("/v1/experiments/rules-vs-ts", headers=api.as_("beta")).status_code == 404
+
+
+def test_connectors_lists_breaker_states(api: Api) -> None:
+    body = api.client.get("/v1/connectors", headers=api.as_("viewer")).json()
+    assert {c["connector"]: c["state"] for c in body["items"]} == {
+        "stripe": "closed",
+        "adyen": "closed",
+        "checkout": "closed",
+    }

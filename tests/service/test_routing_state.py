@@ -1,0 +1,127 @@
+"""Routing state survives restarts (snapshots) and is shared across instances (Redis)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from apos.core.events import parse_event
+from apos.core.payment import Payment
+from apos.service.bootstrap import build_services, save_snapshot
+from apos.settings import Settings
+from tests.service.conftest import make_event
+
+
+def outcomes(connector: str, ok: int, bad: int, start: int) -> list[dict[str, object]]:
+    now = time.time() - 1
+    return [
+        make_event(
+            start + i,
+            connector=connector,
+            payment_id=f"pay_{start + i}",
+            status="succeeded" if (i * 37) % (ok + bad) < ok else "failed",
+            occurred_at=now,
+        )
+        for i in range(ok + bad)
+    ]
+
+
+def scores(services) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The learnt score (posterior mean) of each connector for the training context."""
+    payment = Payment(
+        payment_id="probe",
+        merchant_id="m_alpha",
+        amount=1999,
+        currency="USD",
+        card_network="visa",
+        country="US",
+    )
+    return dict(services.routing.route(payment).alternatives)
+
+
+def learnt_adyen_best(services) -> bool:  # type: ignore[no-untyped-def]
+    s = scores(services)
+    return s["adyen"] > 0.8 and s["stripe"] < 0.3 and s["checkout"] < 0.3
+
+
+TRAINING = [
+    *outcomes("stripe", 5, 95, 0),
+    *outcomes("checkout", 5, 95, 100),
+    *outcomes("adyen", 95, 5, 200),
+]
+
+
+def test_restarted_instance_warms_up_from_the_snapshot(database_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=database_url, consumer_name="one")
+    first = build_services(settings)
+    first.ingestor.ingest(TRAINING, "test")
+    assert learnt_adyen_best(first)
+    learnt = scores(first)
+    save_snapshot(first)
+    first.close()
+    second = build_services(settings)
+    assert second.routing.events_learned == 300
+    assert learnt_adyen_best(second)  # warm: no events were replayed
+    assert scores(second) == pytest.approx(learnt, abs=0.02)
+    cold = build_services(Settings(database_url=f"sqlite:///{tmp_path / 'cold.db'}"))
+    cold_scores = scores(cold)
+    assert cold_scores["adyen"] == pytest.approx(cold_scores["stripe"])  # nothing learnt
+    for services in (second, cold):
+        services.close()
+
+
+def test_restored_instances_draw_distinct_decision_ids(sqlite_url: str) -> None:
+    a = build_services(Settings(database_url=sqlite_url, consumer_name="a"))
+    save_snapshot(a)
+    b = build_services(Settings(database_url=sqlite_url, consumer_name="b"))
+    c = build_services(Settings(database_url=sqlite_url, consumer_name="c"))
+    payment = Payment(payment_id="p", merchant_id="m", amount=1, currency="USD")
+    assert b.routing.route(payment).decision_id != c.routing.route(payment).decision_id
+    for s in (a, b, c):
+        s.close()
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_instances_share_learning_through_the_applied_stream(
+    postgres_url: str, redis_url: str, stream_name: str
+) -> None:
+    common = {
+        "database_url": postgres_url,
+        "redis_url": redis_url,
+        "event_stream": stream_name,
+        "stream_block_ms": 50,
+    }
+    a = build_services(Settings(**common, consumer_name="a"))
+    b = build_services(Settings(**common, consumer_name="b"))
+    a.start()
+    b.start()
+    try:
+        a.ingestor.ingest(TRAINING, "http")  # stored once, by instance a
+        deadline = time.time() + 10
+        while b.routing.events_learned < 300 or a.routing.events_learned < 300:
+            assert time.time() < deadline, (a.routing.events_learned, b.routing.events_learned)
+            time.sleep(0.05)
+        assert a.routing.events_learned == b.routing.events_learned == 300
+        assert learnt_adyen_best(b)
+        # a restarted b resumes after its snapshot's stream position: nothing learnt twice
+        b.close()
+        b2 = build_services(Settings(**common, consumer_name="b"))
+        b2.start()
+        a.ingestor.ingest(outcomes("adyen", 10, 0, 900), "http")
+        deadline = time.time() + 10
+        while b2.routing.events_learned < 310:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert b2.routing.events_learned == 310
+        b2.close()
+    finally:
+        a.close()
+
+
+def test_event_json_round_trip_used_on_the_stream() -> None:
+    event = parse_event(make_event(1))
+    assert type(event).model_validate_json(event.model_dump_json()) == event
