@@ -12,11 +12,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## The main job: the service on embedded defaults (SQLite file, in-process bus).
+## The main job: the service on embedded defaults (SQLite, in-process bus), driven live by
+## the built-in demo scenario; the API stays up afterwards.
 run: $(STAMP)
+	$(BIN)/apos demo
+
+## The service alone, on embedded defaults (or APOS_* settings).
+serve: $(STAMP)
 	$(BIN)/apos serve
 
-serve: run
 
 ## The whole test suite (real PostgreSQL/Redis tests skip locally if those are down; CI fails).
 test: $(STAMP)
@@ -35,7 +39,13 @@ check: lint typecheck test
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest
 
-bench: bench-ingest
+bench-route: $(STAMP)
+	$(BIN)/python -m bench.route
+
+bench-sim: $(STAMP)
+	$(BIN)/python -m apos.sim.bench --strict
+
+bench: bench-ingest bench-route bench-sim
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache apos.db apos.db-*

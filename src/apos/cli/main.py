@@ -79,6 +79,61 @@ def serve(
     uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_config=None)
 
 
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    speed: Annotated[float, typer.Option(min=1.0, help="Simulated seconds per second.")] = 20.0,
+    scenario: Annotated[str, typer.Option(help="Scenario name or TOML file.")] = "demo",
+    keep_serving: Annotated[bool, typer.Option(help="Keep the API up after the run.")] = True,
+) -> None:
+    """Start APOS on embedded defaults and drive a built-in scenario through it, live."""
+    from apos.cli.demo import run_demo
+
+    raise typer.Exit(
+        run_demo(
+            host=host,
+            port=port,
+            speed=speed,
+            scenario_name=scenario,
+            keep_serving=keep_serving,
+            console=Console(),
+        )
+    )
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[str, typer.Argument(help="Scenario name (scenarios/) or TOML file.")],
+    payments: Annotated[int | None, typer.Option(help="Scale the run to this many.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    report_dir: Annotated[Path, typer.Option(help="Where the HTML report goes.")] = Path("reports"),
+    url: Annotated[str | None, typer.Option(help="Drive a running APOS over HTTP instead.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="APOS_API_KEY", help="Operator key for --url.")
+    ] = None,
+    speed: Annotated[float | None, typer.Option(help="With --url: x real time.")] = None,
+) -> None:
+    """Run a scenario in simulated time against the Engine and the baselines (or, with
+    --url, against a running APOS over HTTP) and print the report table."""
+    from apos.sim import format_table, load_scenario, render_report, run_http, run_scenario
+
+    try:
+        loaded = load_scenario(scenario)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if url:
+        if not api_key:
+            console.print("[red]--url needs --api-key (or APOS_API_KEY)[/red]")
+            raise typer.Exit(2)
+        result = run_http(loaded, url, api_key, speed=speed, payments=payments, seed=seed)
+    else:
+        result = run_scenario(loaded, payments=payments, seed=seed)
+    typer.echo(format_table(result))
+    console.print(f"report: {render_report(result, report_dir)}")
+
+
 def ensure_admin_key(store: Any) -> str | None:
     """On a store with no keys, create an admin key and print it once (to the terminal,
     never to the log) so a newcomer can call the API."""
