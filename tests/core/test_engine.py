@@ -422,3 +422,23 @@ def test_the_context_order_is_configurable_and_part_of_the_snapshot() -> None:
         LearnerConfig(context_order=("merchant", "merchant"))
     with pytest.raises(ValueError):
         LearnerConfig(context_order=("bin",))
+
+
+def test_reseeded_instances_diverge_but_each_restores_exactly() -> None:
+    engine = Engine(CONNECTORS, seed=22)
+    warm(engine, {"stripe": 0.8, "adyen": 0.8, "checkout": 0.8}, n=20)
+    shared = engine.snapshot()
+    a, b = Engine.restore(shared), Engine.restore(shared)
+    a.reseed(1)
+    b.reseed(2)
+    pay = payment(payment_id="same")
+    assert a.route(pay, T0).decision_id != b.route(pay, T0).decision_id
+    copy = Engine.restore(json.loads(json.dumps(a.snapshot())))
+    for i in range(30):
+        p = payment(payment_id=f"r{i}")
+        x, y = a.route(p, T0 + i), copy.route(p, T0 + i)
+        assert (x.decision_id, x.connector, x.propensity) == (
+            y.decision_id,
+            y.connector,
+            y.propensity,
+        )

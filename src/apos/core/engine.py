@@ -621,6 +621,9 @@ class Engine:
         """
         self.seed = seed
         self._rng.seed(seed)
+        # The draws table is part of the random state: rebuilt so that a snapshot taken
+        # after this (which records the seed) restores to the very same decisions.
+        self._draws = PosteriorDraws(self.config.learner.posterior_draws, seed)
 
     def snapshot(self) -> dict[str, Any]:
         """Everything learnt and the random state, as JSON-serialisable data."""
