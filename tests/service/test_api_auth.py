@@ -86,3 +86,30 @@ def test_merchant_key_sees_only_its_dead_letters_and_audit(api: Api) -> None:
     assert all(a["merchant_id"] == "m_beta" for a in audit_beta)
     audit_all = api.client.get("/v1/audit", headers=api.as_("admin")).json()["items"]
     assert any(a["action"] == "api_key.create" for a in audit_all)
+
+
+def test_merchant_key_files_its_rejects_under_its_own_merchant(api: Api) -> None:
+    # What a scoped key sends that cannot be ingested is its own: it must not land in
+    # another merchant's dead letters (a cross-merchant write), and the key must see it.
+    alpha = {**api.as_("alpha"), "content-type": "application/json"}
+    r = api.client.post(
+        "/v1/events",
+        json=make_event(1, merchant_id="m_beta", currency="ZZZ"),
+        headers=api.as_("alpha"),
+    )
+    assert r.status_code == 422
+    assert api.client.post("/v1/events", content=b"{broken", headers=alpha).status_code == 400
+    assert api.client.post("/v1/events", content=b"42", headers=alpha).status_code == 422
+    beta = api.client.get("/v1/dead-letters", headers=api.as_("beta")).json()["items"]
+    assert beta == []
+    mine = api.client.get("/v1/dead-letters", headers=api.as_("alpha")).json()["items"]
+    assert [d["merchant_id"] for d in mine] == ["m_alpha"] * 3
+    assert {d["raw"] for d in mine} >= {"{broken", "42"}
+    # An unscoped key still files a reject under the merchant the payload names.
+    api.client.post(
+        "/v1/events",
+        json=make_event(2, merchant_id="m_beta", currency="ZZZ"),
+        headers=api.as_("operator"),
+    )
+    beta = api.client.get("/v1/dead-letters", headers=api.as_("beta")).json()["items"]
+    assert [d["merchant_id"] for d in beta] == ["m_beta"]

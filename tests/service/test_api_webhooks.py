@@ -91,3 +91,14 @@ def test_without_a_secret_an_operator_key_is_required(api: Api) -> None:
         "/v1/webhooks/hyperswitch", content=body, headers={**headers, **api.as_("operator")}
     )
     assert r.status_code == 200 and r.json()["status"] == "accepted"
+
+
+def test_merchant_key_webhook_rejects_are_filed_under_its_merchant(api: Api) -> None:
+    headers = {"content-type": "application/json", **api.as_("alpha")}
+    r = api.client.post("/v1/webhooks/hyperswitch", content=b"{nope", headers=headers)
+    assert r.status_code == 400 and r.json()["code"] == "invalid_json"
+    mine = api.client.get("/v1/dead-letters", headers=api.as_("alpha")).json()["items"]
+    assert [(d["source"], d["merchant_id"], d["raw"]) for d in mine] == [
+        ("webhook.hyperswitch", "m_alpha", "{nope")
+    ]
+    assert api.client.get("/v1/dead-letters", headers=api.as_("beta")).json()["items"] == []

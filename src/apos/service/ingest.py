@@ -115,8 +115,15 @@ class Ingestor:
         payloads: Sequence[Any],
         source: str,
         may_write: MerchantCheck | None = None,
+        merchant_scope: str | None = None,
     ) -> IngestReport:
-        """Ingest decoded payloads (dicts); see the module docstring."""
+        """Ingest decoded payloads (dicts); see the module docstring.
+
+        ``merchant_scope`` is the caller's merchant when its key is scoped to one: what it
+        sends that cannot be parsed is then filed under that merchant, whatever the payload
+        claims, so a scoped key can neither plant dead letters in another merchant's view
+        nor lose sight of its own.
+        """
         started = time.perf_counter()
         received_at = datetime.now(UTC)
         report = IngestReport(received=len(payloads))
@@ -135,7 +142,7 @@ class Ingestor:
                         raw=_raw_text(payload),
                         reason=str(exc),
                         received_at=received_at,
-                        merchant_id=_merchant_of(payload),
+                        merchant_id=merchant_scope or _merchant_of(payload),
                     )
                 )
                 continue
@@ -192,9 +199,15 @@ class Ingestor:
         if payloads:
             self.ingest(payloads, source)
 
-    def dead_letter(self, raw: Any, reason: str, source: str) -> None:
-        """Keep something that could not be ingested, with why (never silently dropped)."""
-        letter = DeadLetter(source, _raw_text(raw), reason, datetime.now(UTC), _merchant_of(raw))
+    def dead_letter(
+        self, raw: Any, reason: str, source: str, merchant_scope: str | None = None
+    ) -> None:
+        """Keep something that could not be ingested, with why (never silently dropped).
+
+        ``merchant_scope``: as for :meth:`ingest`.
+        """
+        merchant = merchant_scope or _merchant_of(raw)
+        letter = DeadLetter(source, _raw_text(raw), reason, datetime.now(UTC), merchant)
         self._store.add_dead_letters([letter])
         self._metrics.dead_letters.labels(source).inc()
         self._metrics.events_processed.labels(source, "rejected").inc()

@@ -67,14 +67,18 @@ async def post_events(request: Request, services: ServicesDep, principal: Operat
     try:
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        await run_in_threadpool(ingestor.dead_letter, body, f"invalid JSON: {exc}", "http")
+        await run_in_threadpool(
+            ingestor.dead_letter, body, f"invalid JSON: {exc}", "http", principal.merchant_id
+        )
         raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
     if isinstance(decoded, dict):
         payloads: list[Any] = [decoded]
     elif isinstance(decoded, list):
         payloads = decoded
     else:
-        await run_in_threadpool(ingestor.dead_letter, body, "not an object or array", "http")
+        await run_in_threadpool(
+            ingestor.dead_letter, body, "not an object or array", "http", principal.merchant_id
+        )
         raise ApiError(
             422,
             "validation_error",
@@ -94,7 +98,9 @@ async def post_events(request: Request, services: ServicesDep, principal: Operat
             "batch_too_large",
             f"{len(payloads)} events in one call; the limit is {settings.max_batch_events}",
         )
-    report = await run_in_threadpool(ingestor.ingest, payloads, "http", principal.may_write)
+    report = await run_in_threadpool(
+        ingestor.ingest, payloads, "http", principal.may_write, principal.merchant_id
+    )
     status = 422 if report.rejected and not (report.accepted or report.duplicates) else 200
     if status == 422 and len(payloads) == 1:
         rejection = report.rejected[0]

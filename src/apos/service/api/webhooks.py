@@ -50,27 +50,30 @@ async def hyperswitch_webhook(request: Request, services: ServicesDep) -> dict[s
     if secret is not None:
         if not verify_signature(body, dict(request.headers), secret.get_secret_value()):
             raise ApiError(401, "invalid_signature", "webhook signature is missing or wrong")
+        scope = None  # the signature speaks for the whole profile, not one key's merchant
     else:
-        _operator(request)
+        scope = _operator(request).merchant_id
     ingestor = services.ingestor
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         await run_in_threadpool(
-            ingestor.dead_letter, body, f"invalid JSON: {exc}", "webhook.hyperswitch"
+            ingestor.dead_letter, body, f"invalid JSON: {exc}", "webhook.hyperswitch", scope
         )
         raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
     try:
         event = webhook_to_event(payload, received_at=datetime.now(UTC))
     except EventValidationError as exc:
-        await run_in_threadpool(ingestor.dead_letter, payload, str(exc), "webhook.hyperswitch")
+        await run_in_threadpool(
+            ingestor.dead_letter, payload, str(exc), "webhook.hyperswitch", scope
+        )
         raise ApiError(422, "validation_error", f"unusable webhook: {exc}", exc.errors) from None
     if event is None:
         return {"status": "ignored", "reason": "not a payment outcome"}
     principal = getattr(request.state, "principal", None)
     may_write = principal.may_write if principal is not None else None
     report = await run_in_threadpool(
-        ingestor.ingest, [event.model_dump(mode="json")], "webhook.hyperswitch", may_write
+        ingestor.ingest, [event.model_dump(mode="json")], "webhook.hyperswitch", may_write, scope
     )
     if report.rejected:
         rejection = report.rejected[0]
