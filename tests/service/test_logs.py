@@ -57,3 +57,17 @@ def test_card_numbers_emails_keys_and_secrets_are_masked(json_logs) -> None:  # 
         assert secret not in text, secret
     assert "****1111" in text and "****4444" in text and "1234567890123" in text
     assert "1999" in text
+
+
+def test_passwords_in_connection_urls_are_masked(json_logs) -> None:  # type: ignore[no-untyped-def]
+    # Driver errors and start-up lines quote connection URLs; their passwords must not leak.
+    get_logger("bootstrap").info(
+        "connecting", target="postgresql+psycopg://app:s3cr3t-pw@db.internal:5432/apos"
+    )
+    logging.getLogger("redis").warning("cannot reach %s", "redis://:hunter2@cache:6379/0")
+    text = json.dumps(json_logs())
+    assert "s3cr3t-pw" not in text and "hunter2" not in text
+    assert "postgresql+psycopg://app:[redacted]@db.internal:5432/apos" in text
+    assert "redis://:[redacted]@cache:6379/0" in text
+    get_logger("api").info("no credentials", url="http://localhost:8080/v1/events")
+    assert json_logs()[-1]["url"] == "http://localhost:8080/v1/events"

@@ -1,7 +1,8 @@
 """Structured JSON logs, one event per line, with secrets and card data masked.
 
 Every record passes through :func:`mask_sensitive`, which rewrites card numbers (Luhn-valid
-13-19 digit runs), e-mail addresses, bearer tokens and APOS API keys wherever they appear,
+13-19 digit runs), e-mail addresses, bearer tokens, passwords in connection URLs
+and APOS API keys wherever they appear,
 and blanks values of keys that name secrets (``password``, ``secret``, ``api_key``, ...).
 The request id of the current HTTP request is bound through ``structlog.contextvars``.
 """
@@ -21,18 +22,24 @@ from apos.core.iso import redact_card_numbers
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _API_KEY = re.compile(r"apos_key_[0-9a-f]+_[A-Za-z0-9_\-]+")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]+")
+# The password of a connection URL (postgresql://app:pw@db/..., redis://:pw@cache:6379).
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*:)[^\s@/]+@")
 _SECRET_KEYS = re.compile(
     r"(?i)(pass(word)?|secret|api[_-]?key|token|authorization|hash_key|card_number|cvc|cvv)"
 )
 
 
 def mask_text(text: str) -> str:
-    """Mask card numbers, e-mails, API keys and bearer tokens inside free text.
+    """Mask card numbers, e-mails, API keys, bearer tokens and URL passwords in free text.
 
     >>> mask_text("card 4242 4242 4242 4242 for ann@example.com")
     'card [card ****4242] for [email]'
+    >>> mask_text("connecting to postgresql://app:s3cret@db.internal/apos")
+    'connecting to postgresql://app:[redacted]@db.internal/apos'
     """
     text = redact_card_numbers(text)
+    # Before e-mails: "pw@db.internal" would otherwise be masked as an address, half-way.
+    text = _URL_PASSWORD.sub(r"\1[redacted]@", text)
     text = _EMAIL.sub("[email]", text)
     text = _API_KEY.sub("[api key]", text)
     return _BEARER.sub(r"\1[token]", text)
