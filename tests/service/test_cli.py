@@ -87,3 +87,31 @@ def test_db_upgrade_and_bad_settings(env: str, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("APOS_DATABASE_URL", "mysql://nope")
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 2 and "APOS_DATABASE_URL" in result.output
+
+
+def test_ingest_csv_exported_with_a_byte_order_mark(env: str, tmp_path: Path) -> None:
+    # Spreadsheets save "CSV UTF-8" with a BOM before the first column name.
+    path = tmp_path / "export.csv"
+    rows = [make_event(i) for i in range(5)]
+    with path.open("w", newline="", encoding="utf-8-sig") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert path.read_bytes().startswith(b"\xef\xbb\xbfevent_id,")
+    result = runner.invoke(app, ["ingest", str(path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "accepted": 5,
+        "duplicates": 0,
+        "rejected": 0,
+    }
+
+
+def test_ingest_shows_a_progress_bar_on_stderr(env: str, tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(json.dumps(make_event(i)) for i in range(30)) + "\n")
+    result = runner.invoke(app, ["ingest", str(path), "--batch-size", "10"])
+    assert result.exit_code == 0, result.output
+    assert "ingest events.jsonl" in result.stderr and "100%" in result.stderr
+    # The totals stay alone on stdout, so scripts can parse them.
+    assert json.loads(result.stdout) == {"accepted": 30, "duplicates": 0, "rejected": 0}

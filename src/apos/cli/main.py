@@ -227,8 +227,10 @@ def ingest(
     source = f"file:{file.name}"
     totals = {"accepted": 0, "duplicates": 0, "rejected": 0}
     size = file.stat().st_size
+    # utf-8-sig: spreadsheet "CSV UTF-8" exports start with a BOM, which would otherwise
+    # glue itself to the first column name and make every row fail validation.
     with (
-        file.open(encoding="utf-8", errors="replace", newline="") as handle,
+        file.open(encoding="utf-8-sig", errors="replace", newline="") as handle,
         Progress(
             TextColumn("[bold]ingest[/bold] {task.description}"),
             BarColumn(),
