@@ -135,3 +135,17 @@ def test_foreign_cursors_are_a_client_error(api: Api) -> None:
         r = api.client.get(path, params={"cursor": "garbage!"}, headers=api.as_("admin"))
         assert r.status_code == 422, path
         assert r.json()["code"] == "invalid_cursor"
+
+
+def test_oversize_body_is_refused_before_it_is_stored(api: Api) -> None:
+    limit = api.services.settings.max_body_bytes
+    body = orjson.dumps(make_event(1)) + b" " * limit  # valid JSON, one byte per space too many
+    headers = {**api.as_("operator"), "content-type": "application/json"}
+    r = api.client.post("/v1/events", content=body, headers=headers)
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+    # Without a Content-Length (chunked upload) the limit is enforced while reading.
+    step = 1 << 20
+    chunks = iter([body[i : i + step] for i in range(0, len(body), step)])
+    r = api.client.post("/v1/events", content=chunks, headers=headers)
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+    assert api.services.store.count_events() == 0

@@ -20,8 +20,8 @@ SECRET = "profile-hash-key-0123456789"
 
 
 @pytest.fixture
-def signed(sqlite_url: str) -> Iterator[TestClient]:
-    settings = Settings(database_url=sqlite_url, hyperswitch_webhook_secret=SECRET)
+def signed(database_url: str) -> Iterator[TestClient]:
+    settings = Settings(database_url=database_url, hyperswitch_webhook_secret=SECRET)
     services = build_services(settings)
     with TestClient(build_app(settings, services)) as client:
         yield client
