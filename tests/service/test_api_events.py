@@ -51,6 +51,18 @@ def test_wrong_types_name_the_field(api: Api) -> None:
     assert {e["field"] for e in body["errors"]} == {"amount", "attempt"}
 
 
+def test_booleans_are_not_numbers(api: Api) -> None:
+    r = api.client.post(
+        "/v1/events",
+        json=make_event(1, amount=True, latency_ms=False),
+        headers=api.as_("operator"),
+    )
+    assert r.status_code == 422
+    errors = r.json()["errors"]
+    assert {e["field"] for e in errors} == {"amount", "latency_ms"}
+    assert all("not a boolean" in e["message"] for e in errors)
+
+
 def test_unknown_currency_is_rejected_with_reason(api: Api) -> None:
     r = api.client.post(
         "/v1/events", json=make_event(1, currency="XYZ"), headers=api.as_("operator")

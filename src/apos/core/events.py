@@ -123,6 +123,14 @@ class PaymentEvent(BaseModel):
     decision_id: Identifier | None = None
     occurred_at: datetime
 
+    @field_validator("attempt", "amount", "latency_ms", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        # pydantic reads true as 1; an amount of "true" is a bug upstream, not one cent.
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        return value
+
     @field_validator("currency", mode="after")
     @classmethod
     def _known_currency(cls, value: str) -> str:
