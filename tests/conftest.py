@@ -24,6 +24,23 @@ REDIS_URL = os.environ.get("APOS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test yesterday's code: a compiled module older than its source."""
+    from apos.accel import stale
+
+    if stale():
+        raise pytest.UsageError(
+            f"compiled {', '.join(stale())} older than the source: run `make accel` "
+            "(or `make pure` to test as plain Python)"
+        )
+
+
+def pytest_report_header() -> str:
+    from apos.accel import compiled
+
+    return f"apos hot path: compiled {', '.join(compiled())}" if compiled() else "apos: pure Python"
+
+
 def _unavailable(what: str, exc: BaseException) -> None:
     message = f"{what} is not reachable: {exc}"
     if UNDER_CI:

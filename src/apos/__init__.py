@@ -3,8 +3,11 @@
 The in-process API (``docs/routing.md``)::
 
     from apos import Engine, Payment, PaymentEvent, Decision
+
+Parts of the core run compiled when built with ``make accel`` (see ``apos.accel``).
 """
 
+import apos.accel  # noqa: F401  (first: APOS_PURE=1 must act before the core is imported)
 from apos.core.config import EngineConfig, PolicyConfig
 from apos.core.decision import Decision, TickReport
 from apos.core.engine import Engine

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
 
 from apos.core.events import PaymentEvent
 from apos.core.payment import Payment
@@ -90,3 +95,22 @@ def exact_outcome(n: int, rate: float) -> bool:
     600
     """
     return int((n + 1) * rate + 1e-9) > int(n * rate + 1e-9)
+
+
+def pure_module(name: str) -> ModuleType:
+    """``name`` loaded from its ``.py`` source even when a compiled build of it exists.
+
+    ``make accel`` compiles some core modules (see ``apos.accel``); this gives the plain
+    Python form of the same source, for doctests and to hold the two to the same answers.
+    """
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.origin is not None
+    source = Path(spec.origin).with_name(name.rsplit(".", 1)[1] + ".py")
+    alias = f"_pure_{name.replace('.', '_')}"
+    if alias in sys.modules:
+        return sys.modules[alias]
+    loader = importlib.machinery.SourceFileLoader(alias, str(source))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(alias, loader))
+    sys.modules[alias] = module  # dataclasses look their module up while it executes
+    loader.exec_module(module)
+    return module

@@ -112,6 +112,27 @@ def test_board_gives_the_worse_of_global_and_merchant_state() -> None:
     assert [c.to_state for c in board.drain()] == [HALF_OPEN]
 
 
+def test_all_closed_for_a_merchant_tracks_its_own_and_the_global_breakers() -> None:
+    board = BreakerBoard(BreakerConfig(chance_run_probability=0.0))  # threshold stays 5
+    for i in range(5):
+        board.record("stripe", "m1", healthy=False, ts=float(i))
+        board.record("stripe", "m2", healthy=True, ts=float(i))
+    assert not board.all_closed_for("m1")
+    assert board.all_closed_for("m2")
+    for i in range(5):  # now stripe fails for everyone: the global breaker opens too
+        board.record("stripe", "m2", healthy=False, ts=10.0 + i)
+    assert not board.all_closed_for("m3")
+    restored = BreakerBoard(BreakerConfig(chance_run_probability=0.0))
+    restored.load(json.loads(json.dumps(board.to_dict())))
+    assert not restored.all_closed_for("m3")
+    assert board.state("stripe", "m3", 100.0) is HALF_OPEN
+    for i in range(3):  # probes succeed for m1 and m2: every breaker closes again
+        for merchant in ("m1", "m2"):
+            board.record("stripe", merchant, healthy=True, ts=101.0 + i)
+    assert [board.state("stripe", m, 105.0) for m in ("m1", "m2", "m3")] == [CLOSED] * 3
+    assert board.all_closed_for("m1") and board.all_closed_for("m3") and board.all_closed()
+
+
 def test_board_advance_half_opens_every_breaker_due() -> None:
     board = BreakerBoard(BreakerConfig(per_merchant=False))
     for connector in ("stripe", "adyen"):

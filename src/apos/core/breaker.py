@@ -288,6 +288,9 @@ class BreakerBoard:
         self._breakers: dict[BreakerKey, CircuitBreaker] = {}
         # Breakers not closed, in the order they left closed: what tick() needs to visit.
         self._not_closed: dict[BreakerKey, CircuitBreaker] = {}
+        # How many of them each scope has (merchant id, None for connector-wide): lets the
+        # router skip the per-connector look-ups for a merchant none of them concerns.
+        self._not_closed_in: dict[str | None, int] = {}
         self._changes: list[BreakerTransition] = []
 
     def record(self, connector: str, merchant_id: str, healthy: bool, ts: float) -> None:
@@ -313,13 +316,30 @@ class BreakerBoard:
             return
         self._changes.append(change)
         if breaker.state is BreakerState.CLOSED:
-            self._not_closed.pop(key, None)
-        else:
+            if self._not_closed.pop(key, None) is not None:
+                self._count(key[1], -1)
+        elif key not in self._not_closed:
             self._not_closed[key] = breaker
+            self._count(key[1], 1)
+
+    def _count(self, scope: str | None, delta: int) -> None:
+        left = self._not_closed_in.get(scope, 0) + delta
+        if left:
+            self._not_closed_in[scope] = left
+        else:
+            self._not_closed_in.pop(scope, None)
 
     def all_closed(self) -> bool:
         """True when no breaker is open or half-open (the common case, checked first)."""
         return not self._not_closed or not self.config.enabled
+
+    def all_closed_for(self, merchant_id: str) -> bool:
+        """True when no connector-wide breaker and none of ``merchant_id``'s is open or
+        half-open: every connector is closed for that merchant (hot path)."""
+        if not self._not_closed or not self.config.enabled:
+            return True
+        scopes = self._not_closed_in
+        return None not in scopes and merchant_id not in scopes
 
     def state(self, connector: str, merchant_id: str, now: float) -> BreakerState:
         """The connector's effective state for the merchant at ``now`` (hot path)."""
@@ -373,6 +393,7 @@ class BreakerBoard:
         """Replace every breaker with those saved by :meth:`to_dict`."""
         self._breakers.clear()
         self._not_closed.clear()
+        self._not_closed_in.clear()
         self._changes.clear()
         for item in data.get("breakers", []):
             breaker = CircuitBreaker.from_dict(item, self.config)
@@ -380,3 +401,4 @@ class BreakerBoard:
             self._breakers[key] = breaker
             if breaker.state is not BreakerState.CLOSED:
                 self._not_closed[key] = breaker
+                self._count(key[1], 1)
