@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,7 +36,7 @@ class RequestIdMiddleware:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")[:64]
                 break
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode("latin-1"))
 
@@ -46,8 +46,11 @@ class RequestIdMiddleware:
                 message["headers"] = [*message["headers"], header]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
             await self.app(scope, receive, send_with_id)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
 
 def build_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:

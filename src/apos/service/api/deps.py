@@ -14,7 +14,9 @@ Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
-def services_of(request: Request) -> Services:
+async def services_of(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per
+    # request that cost the routing hot path a third of its throughput.
     return request.app.state.services  # type: ignore[no-any-return]
 
 

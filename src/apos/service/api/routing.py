@@ -123,7 +123,7 @@ def decision_json(decision: Decision) -> dict[str, Any]:
     responses={200: {"description": "The decision"}},
 )
 async def route(request: Request, services: ServicesDep) -> Response:
-    principal = _operator(request)
+    principal = await _operator(request)
     try:
         body = RouteRequest.model_validate_json(await request.body())
     except ValidationError as exc:

@@ -52,7 +52,7 @@ async def hyperswitch_webhook(request: Request, services: ServicesDep) -> dict[s
             raise ApiError(401, "invalid_signature", "webhook signature is missing or wrong")
         scope = None  # the signature speaks for the whole profile, not one key's merchant
     else:
-        scope = _operator(request).merchant_id
+        scope = (await _operator(request)).merchant_id
     ingestor = services.ingestor
     try:
         payload = orjson.loads(body)
