@@ -25,7 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from apos import Engine, Payment, PaymentEvent
+from apos import Engine, Payment, PaymentEvent, PaymentStatus
 from bench._common import (
     REDIS_URL,
     apos_env,
@@ -96,7 +96,7 @@ def warm(router: object, payments: list[Payment], per_context: int, now: float) 
                     attempt=1,
                     merchant_id=payment.merchant_id,
                     connector=connector,
-                    status="succeeded" if rng.random() < 0.8 else "failed",
+                    status=PaymentStatus.SUCCEEDED if rng.random() < 0.8 else PaymentStatus.FAILED,
                     amount=payment.amount,
                     currency="USD",
                     payment_method="card",
