@@ -28,9 +28,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """Refuse to test yesterday's code: a compiled module older than its source."""
     from apos.accel import stale
 
-    if stale():
+    old = stale()
+    if old:
         raise pytest.UsageError(
-            f"compiled {', '.join(stale())} older than the source: run `make accel` "
+            f"compiled {', '.join(old)} older than the source: run `make accel` "
             "(or `make pure` to test as plain Python)"
         )
 
@@ -38,7 +39,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_report_header() -> str:
     from apos.accel import compiled
 
-    return f"apos hot path: compiled {', '.join(compiled())}" if compiled() else "apos: pure Python"
+    built = compiled()
+    return f"apos hot path: compiled {', '.join(built)}" if built else "apos: pure Python"
 
 
 def _unavailable(what: str, exc: BaseException) -> None:

@@ -21,7 +21,7 @@ from importlib.util import find_spec, spec_from_file_location
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["ACCELERATED", "compiled", "force_pure", "stale"]
+__all__ = ["ACCELERATED", "compiled", "force_pure", "is_stale", "stale"]
 
 # The same list as ACCEL_SRC in the Makefile (a test holds the two together).
 ACCELERATED: tuple[str, ...] = (
@@ -46,17 +46,19 @@ def compiled() -> list[str]:
     return [name for name in ACCELERATED if _extension_of(name) is not None]
 
 
+def is_stale(extension: Path) -> bool:
+    """Whether the ``.py`` beside a compiled ``extension`` changed after it was built."""
+    source = extension.with_name(extension.name.split(".", 1)[0] + ".py")
+    return source.exists() and source.stat().st_mtime > extension.stat().st_mtime
+
+
 def stale() -> list[str]:
     """Compiled modules whose ``.py`` source changed after they were built."""
-    out = []
-    for name in ACCELERATED:
-        extension = _extension_of(name)
-        if extension is None:
-            continue
-        source = extension.with_name(name.rsplit(".", 1)[1] + ".py")
-        if source.exists() and source.stat().st_mtime > extension.stat().st_mtime:
-            out.append(name)
-    return out
+    return [
+        name
+        for name in ACCELERATED
+        if (extension := _extension_of(name)) is not None and is_stale(extension)
+    ]
 
 
 class _SourceFirst(importlib.abc.MetaPathFinder):

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from apos.accel import ACCELERATED, compiled, stale
+from apos.accel import ACCELERATED, compiled, is_stale
 from apos.core.config import LearnerConfig
 from apos.core.payment import context_path_of
 from apos.core.routing import draws, learner
@@ -81,9 +81,17 @@ def test_compiled_draws_match_their_source() -> None:
         assert fw.tolist() == sw.tolist()
 
 
-def test_no_compiled_module_is_older_than_its_source() -> None:
+def test_an_extension_older_than_its_source_is_stale(tmp_path: Path) -> None:
+    source = tmp_path / "learner.py"
+    extension = tmp_path / "learner.cpython-311-x86_64-linux-gnu.so"
+    source.write_text("")
+    extension.write_bytes(b"")
+    os.utime(source, (1_000, 1_000))
+    os.utime(extension, (2_000, 2_000))
+    assert not is_stale(extension)
+    os.utime(source, (3_000, 3_000))  # the source was edited after the build
+    assert is_stale(extension)
     assert set(compiled()) <= set(ACCELERATED)
-    assert stale() == []
 
 
 def test_the_makefile_compiles_exactly_the_accelerated_modules() -> None:
