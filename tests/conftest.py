@@ -135,5 +135,5 @@ def stream_name(redis_url: str) -> Iterator[str]:
     name = f"apos-test:{uuid.uuid4().hex[:12]}:events"
     yield name
     client = redis.Redis.from_url(redis_url)
-    client.delete(name)
+    client.delete(name, f"{name}:applied")  # the stream and the stream of applied events
     client.close()

@@ -1,6 +1,10 @@
 """The decision log: routing decisions in ``autonomous_decisions`` and their joined outcomes.
 
-Written in batches by the service's decision writer, never on the routing hot path.
+Written in batches by the service's decision writer, never on the routing hot path. The
+writer shares its process (and interpreter lock) with the HTTP workers, so on PostgreSQL a
+batch is one ``INSERT ... SELECT FROM json_populate_recordset(<the batch as one orjson
+document>) ON CONFLICT DO NOTHING``, which costs the writer a fraction of SQLAlchemy's
+executemany with a pre-select of existing ids: CPU the routing endpoint gets back.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from apos.adapters.db.cursors import decode_time_cursor, encode_time_cursor
+from apos.adapters.db.event_writer import pg_json_insert
 from apos.adapters.db.models import autonomous_decisions
 from apos.adapters.db.types import UtcDateTime
 from apos.adapters.ports import Page
@@ -96,6 +102,19 @@ def _row_values(decision: Decision) -> dict[str, Any]:
     }
 
 
+# Every column but the outcome, which is joined later.
+_PG_INSERT = pg_json_insert(
+    _t,
+    [c.name for c in _t.columns if not c.name.startswith("outcome_")],
+    "ON CONFLICT (id) DO NOTHING",
+)
+
+
+def _pg_rows(decisions: Sequence[Decision]) -> str:
+    """The batch as a JSON array of rows (orjson writes datetimes as RFC 3339)."""
+    return orjson.dumps([_row_values(d) for d in decisions]).decode()
+
+
 class DecisionStore:
     """Reads and writes the decision log on the store's SQLAlchemy engine."""
 
@@ -106,6 +125,9 @@ class DecisionStore:
         """Store decisions; an id already stored is skipped (a retried flush is harmless)."""
         if not decisions:
             return 0
+        if self._engine.dialect.name == "postgresql":
+            with self._engine.begin() as connection:
+                return connection.execute(_PG_INSERT, {"rows": _pg_rows(decisions)}).rowcount
         ids = [d.decision_id for d in decisions]
         with self._engine.begin() as connection:
             existing = set(connection.execute(sa.select(_t.c.id).where(_t.c.id.in_(ids))).scalars())

@@ -7,11 +7,11 @@ counted again.
 Speed matters here (the target is >= 10k events/s into PostgreSQL on a small machine), which
 shapes the code:
 
-* PostgreSQL gets one ``INSERT ... SELECT FROM unnest(<one array per column>)``: 20 bound
-  parameters per batch instead of 20 per row, one round trip, a statement psycopg prepares
-  once. Measured about 4-5x faster than multi-row VALUES (SQLAlchemy's insertmanyvalues).
-* Column lists are built with one comprehension per column straight from the frozen
-  model's attributes; no per-row dicts on that path.
+* PostgreSQL gets the whole batch as one JSON document (orjson, a few µs a row) in one
+  ``INSERT ... SELECT FROM json_populate_recordset(...)``: one bound parameter, one round
+  trip. It replaced one typed array per column through ``unnest``, whose array literals
+  psycopg builds and escapes in Python, element by element (~20 µs a row, the interpreter
+  lock held throughout), which in turn had replaced multi-row VALUES (4-5x slower still).
 * Rows are written in ``event_id`` order and rollups in key order: concurrent writers of
   overlapping batches then wait for each other in one global order instead of deadlocking.
 """
@@ -22,13 +22,20 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from apos.adapters.db.models import metric_rollups, payment_events
 from apos.core.events import PaymentEvent, PaymentStatus
 
-__all__ = ["aggregate_rollups", "dedupe_batch", "insert_new_events", "upsert_rollups"]
+__all__ = [
+    "aggregate_rollups",
+    "dedupe_batch",
+    "insert_new_events",
+    "pg_json_insert",
+    "upsert_rollups",
+]
 
 # Columns that come straight from PaymentEvent attributes (everything but received_at).
 EVENT_FIELDS: tuple[str, ...] = tuple(
@@ -62,9 +69,17 @@ def _pg_unnest_insert(table: sa.Table, columns: Sequence[str], tail: str) -> sa.
     )
 
 
-# received_at is the same for the whole batch; an array of it costs little and keeps one
-# statement shape for every column.
-_PG_INSERT = _pg_unnest_insert(
+def pg_json_insert(table: sa.Table, columns: Sequence[str], tail: str) -> sa.TextClause:
+    """``INSERT INTO table (columns)`` the rows of the JSON array bound as ``:rows``."""
+    names = ", ".join(columns)
+    # Only our own table and column names are interpolated, never input.
+    return sa.text(
+        f"INSERT INTO {table.name} ({names}) SELECT {names} "  # noqa: S608
+        f"FROM json_populate_recordset(NULL::{table.name}, CAST(:rows AS JSON)) {tail}"
+    )
+
+
+_PG_INSERT = pg_json_insert(
     payment_events,
     (*EVENT_FIELDS, "received_at"),
     "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
@@ -95,6 +110,10 @@ def _sqlite_rollup_upsert() -> Any:
 _SQLITE_ROLLUP_UPSERT = _sqlite_rollup_upsert()
 
 
+def _refuse(value: object) -> None:
+    raise TypeError(f"cannot store {type(value).__name__} in an event column")
+
+
 def dedupe_batch(events: Sequence[PaymentEvent]) -> list[PaymentEvent]:
     """The batch without repeated ``event_id`` s (the first occurrence wins), sorted by id."""
     first: dict[str, PaymentEvent] = {}
@@ -110,10 +129,13 @@ def insert_new_events(
     if not events:
         return frozenset()
     if connection.dialect.name == "postgresql":
-        params: dict[str, Any] = {name: [getattr(e, name) for e in events] for name in EVENT_FIELDS}
-        params["status"] = [str(s) for s in params["status"]]
-        params["received_at"] = [received_at] * len(events)
-        result = connection.execute(_PG_INSERT, params)
+        received = received_at.isoformat()
+        # orjson writes str enums (status) as their value and datetimes as RFC 3339.
+        # A pydantic model keeps its fields in __dict__: the cheapest way to a row.
+        document = orjson.dumps(
+            [{**e.__dict__, "received_at": received} for e in events], default=_refuse
+        )
+        result = connection.execute(_PG_INSERT, {"rows": document.decode()})
     else:
         rows = [{name: getattr(e, name) for name in EVENT_FIELDS} for e in events]
         for row in rows:
