@@ -6,10 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from apos.core.events import parse_event
 from apos.core.payment import Payment
-from apos.service.bootstrap import build_services, save_snapshot
+from apos.service.bootstrap import APPLIED_CHUNK, build_services, save_snapshot
 from apos.settings import Settings
 from tests.service.conftest import make_event
 
@@ -122,6 +123,36 @@ def test_instances_share_learning_through_the_applied_stream(
         a.close()
 
 
-def test_event_json_round_trip_used_on_the_stream() -> None:
-    event = parse_event(make_event(1))
-    assert type(event).model_validate_json(event.model_dump_json()) == event
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_the_applied_stream_carries_chunks_and_still_reads_single_event_entries(
+    postgres_url: str, redis_url: str, stream_name: str
+) -> None:
+    settings = Settings(
+        database_url=postgres_url,
+        redis_url=redis_url,
+        event_stream=stream_name,
+        stream_block_ms=50,
+        consumer_name="a",
+    )
+    a = build_services(settings)
+    a.start()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        a.ingestor.ingest(TRAINING, "http")
+        assert client.xlen(settings.applied_stream) == 300 // APPLIED_CHUNK
+        # an entry as earlier versions wrote it (one event object), then an unreadable one
+        legacy = parse_event(make_event(5_000, connector="adyen", occurred_at=time.time() - 1))
+        client.xadd(settings.applied_stream, {"event": legacy.model_dump_json()})
+        client.xadd(settings.applied_stream, {"event": b"[{not json"})
+        deadline = time.time() + 10
+        while a.routing.events_learned < 301:
+            assert time.time() < deadline, a.routing.events_learned
+            time.sleep(0.05)
+        a.ingestor.ingest(outcomes("adyen", 3, 0, 6_000), "http")  # the tail reads on
+        while a.routing.events_learned < 304:
+            assert time.time() < deadline, a.routing.events_learned
+            time.sleep(0.05)
+    finally:
+        client.close()
+        a.close()

@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import orjson
-
 from apos import __version__
 from apos.adapters.bus import build_bus
 from apos.adapters.bus.redis_streams import StreamTail, connect
@@ -26,7 +24,7 @@ from apos.adapters.db.snapshots import SavedSnapshot, SnapshotStore
 from apos.adapters.ports import AuditEntry, BusMessage, DeadLetter, EventBus, Store
 from apos.core.config import EngineConfig
 from apos.core.engine import Engine
-from apos.core.events import PaymentEvent
+from apos.core.events import PaymentEvent, events_from_json, events_to_json
 from apos.service.auth import KeyVerifier
 from apos.service.ingest import Ingestor
 from apos.service.logs import get_logger
@@ -209,23 +207,27 @@ def _load_snapshot(snapshots: SnapshotStore) -> SavedSnapshot | None:
     return saved
 
 
+# Most events one entry of the applied stream carries.
+APPLIED_CHUNK = 100
+
+
 def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) -> None:
     """Every instance appends what it stored to the applied stream and learns from a tail
     of it, so all instances learn from every event exactly once each."""
     settings = services.settings
     publisher = connect(settings.redis_url or "")
     stream = settings.applied_stream
-    maxlen = settings.stream_maxlen
+    # Entries hold up to APPLIED_CHUNK events, so the stream keeps at most stream_maxlen
+    # events (as when it held one per entry) and at least stream_maxlen / APPLIED_CHUNK.
+    maxlen = max(1_000, settings.stream_maxlen // APPLIED_CHUNK)
 
     def publish(events: Sequence[PaymentEvent]) -> None:
+        # An entry per chunk (a JSON array): ~1 µs an event to encode and one XADD per
+        # chunk, where an entry per event cost ~18 µs an event here and ~14 on every tail.
         pipe = publisher.pipeline(transaction=False)
-        for event in events:
-            pipe.xadd(
-                stream,
-                {"event": orjson.dumps(event.model_dump(mode="json"))},
-                maxlen=maxlen,
-                approximate=True,
-            )
+        for i in range(0, len(events), APPLIED_CHUNK):
+            chunk = events_to_json(events[i : i + APPLIED_CHUNK])
+            pipe.xadd(stream, {"event": chunk}, maxlen=maxlen, approximate=True)
         pipe.execute()
 
     services.ingestor.add_listener(publish)
@@ -247,7 +249,7 @@ def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) 
         events: list[PaymentEvent] = []
         for message in messages:
             try:
-                events.append(PaymentEvent.model_validate_json(message.payload))
+                events.extend(_applied_events(message.payload))
             except ValueError:
                 log.warning("unreadable entry on the applied stream", entry=message.id)
         routing.learn(events)
@@ -256,6 +258,14 @@ def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) 
     services.workers.append(BackgroundWorker("state-tail", step))
     services.stream_position = lambda: tail.last_id if tail.last_id != "$" else None
     services._closers.extend([publisher.close, tail.close])
+
+
+def _applied_events(payload: bytes) -> list[PaymentEvent]:
+    """The events of one applied-stream entry: a batch (JSON array) written by this version's
+    ``publish``, or one event (an object), as earlier versions wrote them."""
+    if payload[:1] == b"[":
+        return events_from_json(payload)
+    return [PaymentEvent.model_validate_json(payload)]
 
 
 def _stream_consumer(services: Services) -> BackgroundWorker:

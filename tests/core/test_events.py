@@ -1,0 +1,143 @@
+"""The canonical event's validation edges and its trusted JSON round trip between instances."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from apos.core.events import (
+    EventValidationError,
+    PaymentEvent,
+    PaymentStatus,
+    events_from_json,
+    events_to_json,
+    parse_event,
+)
+
+
+def _payload(**overrides: object) -> dict[str, object]:
+    payload: dict[str, object] = {
+        "event_id": "evt_1",
+        "payment_id": "pay_1",
+        "merchant_id": "m1",
+        "connector": "Stripe",
+        "status": "succeeded",
+        "amount": 1999,
+        "currency": "usd",
+        "occurred_at": "2026-11-25T10:00:00+01:00",
+    }
+    payload.update(overrides)
+    return payload
+
+
+def _fields(exc: pytest.ExceptionInfo[EventValidationError]) -> list[str]:
+    return [e.field for e in exc.value.errors]
+
+
+@pytest.mark.parametrize("value", ["evt 1", "evt/1", "évt", "evt\n1", "evt;drop"])
+def test_identifiers_refuse_characters_outside_the_safe_set(value: str) -> None:
+    with pytest.raises(EventValidationError) as exc:
+        parse_event(_payload(event_id=value))
+    assert _fields(exc) == ["event_id"]
+    assert "letters, digits" in exc.value.errors[0].message
+
+
+def test_identifiers_accept_the_safe_set_and_tokens_are_lower_cased() -> None:
+    event = parse_event(_payload(event_id="A-z_0.9:x", connector="Check.Out-2"))
+    assert (event.event_id, event.connector) == ("A-z_0.9:x", "check.out-2")
+
+
+@pytest.mark.parametrize(
+    "value", ["4242424242424242", "4242 4242 4242 4242", "4242-4242-4242-4242"]
+)
+def test_a_raw_card_number_is_refused_as_fingerprint(value: str) -> None:
+    with pytest.raises(EventValidationError) as exc:
+        parse_event(_payload(fingerprint=value))
+    assert _fields(exc) == ["fingerprint"]
+    assert value not in str(exc.value)  # never echoed
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "4242424242424241",  # fails Luhn
+        "fp_4242424242424242",  # a hash-like token that contains digits
+        "424242424242",  # too short to be a card
+        "٤٢٤٢٤٢٤٢٤٢٤٢٤٢٤٢",  # non-ASCII digits are not a card number APOS could see
+    ],
+)
+def test_fingerprints_that_are_not_card_numbers_pass(value: str) -> None:
+    assert parse_event(_payload(fingerprint=value)).fingerprint == value
+
+
+def _events() -> list[PaymentEvent]:
+    base = datetime(2026, 11, 25, 10, tzinfo=UTC)
+    return [
+        parse_event(_payload()),
+        parse_event(
+            _payload(
+                event_id="evt_2",
+                attempt=2,
+                status="failed",
+                profile_id="pro_1",
+                payment_method="wallet",
+                payment_method_type="apple_pay",
+                card_network="visa",
+                issuer_country="gb",
+                latency_ms=123.5,
+                error_code="do_not_honor",
+                error_message="Do not honor",
+                fingerprint="fp_00001234",
+                decision_id="dec_1",
+                occurred_at=(base + timedelta(microseconds=123_456)).isoformat(),
+            )
+        ),
+    ]
+
+
+def test_the_trusted_round_trip_rebuilds_equal_events() -> None:
+    events = _events()
+    restored = events_from_json(events_to_json(events))
+    assert restored == events
+    second = restored[1]
+    assert second.status is PaymentStatus.FAILED
+    assert second.occurred_at.utcoffset() == timedelta(0)
+    assert second.occurred_ts == events[1].occurred_ts
+    assert second.model_dump() == events[1].model_dump()
+    with pytest.raises(ValueError):
+        second.amount = 5  # type: ignore[misc]  # still frozen
+
+
+def test_objects_another_version_wrote_are_validated_not_trusted() -> None:
+    older = {k: v for k, v in _events()[0].model_dump(mode="json").items() if k != "profile_id"}
+    older["connector"] = "STRIPE"  # a shortcut would keep this as is; validation lowers it
+    (event,) = events_from_json(orjson.dumps([older]))
+    assert (event.connector, event.profile_id) == ("stripe", None)
+    newer = {**_events()[0].model_dump(mode="json"), "risk_score": 0.3}
+    with pytest.raises(ValueError, match="risk_score"):
+        events_from_json(orjson.dumps([newer]))
+
+
+@pytest.mark.parametrize(
+    "document",
+    [b'{"event_id": "evt_1"}', b"[1]", b"not json"],
+)
+def test_a_document_that_is_not_an_array_of_events_raises_value_error(document: bytes) -> None:
+    with pytest.raises(ValueError):
+        events_from_json(document)
+
+
+def test_a_corrupt_trusted_field_raises_value_error() -> None:
+    (data,) = orjson.loads(events_to_json(_events()[:1]))
+    data["status"] = "exploded"
+    with pytest.raises(ValueError):
+        events_from_json(orjson.dumps([data]))
+
+
+def test_times_in_other_offsets_come_back_in_utc() -> None:
+    event = _events()[0]
+    assert event.occurred_at.tzinfo == UTC  # validated into UTC from +01:00
+    (restored,) = events_from_json(events_to_json([event]))
+    assert restored.occurred_at == datetime(2026, 11, 25, 9, tzinfo=UTC)
