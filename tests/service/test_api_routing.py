@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
+from apos.service.api.route_endpoint import MAX_BODY
 from tests.service.conftest import Api, make_event
 
 PAYMENT = {
@@ -63,6 +68,64 @@ def test_route_validation_and_scope(api: Api) -> None:
     assert route(api, who="beta").json()["code"] == "forbidden_merchant"
     assert route(api, who="alpha").status_code == 200
     assert api.client.post("/v1/route", json=PAYMENT).status_code == 401
+
+
+def test_route_answers_errors_in_the_standard_shape(api: Api) -> None:
+    headers = {**api.as_("operator"), "X-Request-ID": "req-42"}
+    r = api.client.get("/v1/route", headers=headers)
+    assert (r.status_code, r.json()["code"], r.headers["allow"]) == (
+        405,
+        "method_not_allowed",
+        "POST",
+    )
+    assert r.json()["request_id"] == "req-42" and r.headers["x-request-id"] == "req-42"
+    r = api.client.post("/v1/route", content=b'{"payment_id": ', headers=headers)
+    assert (r.status_code, r.json()["code"]) == (422, "validation_error")
+    padded = {**PAYMENT, "payment_id": "p" * (MAX_BODY + 1)}
+    r = api.client.post("/v1/route", json=padded, headers=headers)
+    assert (r.status_code, r.json()["code"]) == (413, "payload_too_large")
+    r = api.client.post("/v1/route", json=PAYMENT, headers={"Authorization": "Bearer apos_key_x_y"})
+    assert (r.status_code, r.json()["code"]) == (401, "invalid_api_key")
+    assert r.headers["www-authenticate"] == "Bearer"
+    ok = api.client.post("/v1/route", json=PAYMENT, headers={"X-API-Key": api.tokens["operator"]})
+    assert ok.status_code == 200 and ok.headers["content-type"] == "application/json"
+
+
+def test_a_body_sent_in_pieces_is_read_whole_and_capped(api: Api) -> None:
+    def pieces(body: bytes, size: int) -> Iterator[bytes]:
+        yield from (body[i : i + size] for i in range(0, len(body), size))
+
+    body = json.dumps(PAYMENT).encode()
+    r = api.client.post("/v1/route", content=pieces(body, 7), headers=api.as_("operator"))
+    assert r.status_code == 200, r.text  # chunked: no content-length to trust
+    big = json.dumps({**PAYMENT, "payment_id": "p" * MAX_BODY}).encode()
+    r = api.client.post("/v1/route", content=pieces(big, 4096), headers=api.as_("operator"))
+    assert r.status_code == 413
+
+
+def test_an_unexpected_failure_is_a_logged_500_not_a_crash(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(payment: object) -> None:
+        raise RuntimeError("engine exploded")
+
+    monkeypatch.setattr(api.services.routing, "route", broken)
+    r = route(api)
+    assert (r.status_code, r.json()["code"]) == (500, "internal_error")
+    assert "exploded" not in r.text
+    monkeypatch.undo()
+    assert route(api).status_code == 200
+
+
+def test_openapi_documents_the_route_endpoint(api: Api) -> None:
+    doc = api.client.get("/openapi.json").json()
+    post = doc["paths"]["/v1/route"]["post"]
+    ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/RouteRequest"
+    assert {"payment_id", "merchant_id", "amount", "currency"} <= set(
+        doc["components"]["schemas"]["RouteRequest"]["required"]
+    )
+    assert {"200", "401", "403", "413", "422"} <= set(post["responses"])
 
 
 def test_outcomes_teach_the_router(api: Api) -> None:

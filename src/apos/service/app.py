@@ -13,7 +13,16 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apos import __version__
-from apos.service.api import decision_engine, events, keys, routing, system, webhooks
+from apos.service.api import (
+    decision_engine,
+    events,
+    keys,
+    route_endpoint,
+    routing,
+    system,
+    webhooks,
+)
+from apos.service.api.route_endpoint import RouteEndpoint
 from apos.service.bootstrap import Services, build_services
 from apos.service.errors import install_error_handlers
 from apos.settings import Settings, load_settings
@@ -53,6 +62,25 @@ class RequestIdMiddleware:
             structlog.contextvars.reset_contextvars(**tokens)
 
 
+class AposApi(FastAPI):
+    """FastAPI, with a few hot paths answered by plain ASGI endpoints before its routing.
+
+    ``fast_paths`` maps an exact path to such an endpoint (see
+    :mod:`apos.service.api.route_endpoint`); every other request goes through FastAPI.
+    """
+
+    fast_paths: dict[str, ASGIApp]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint = self.fast_paths.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self
+                await endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def build_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Build the app. With no ``services``, they are built from ``settings`` (or the env)."""
     settings = settings or (services.settings if services else load_settings())
@@ -70,7 +98,7 @@ def build_app(settings: Settings | None = None, services: Services | None = None
             else:
                 services.stop_workers()
 
-    app = FastAPI(
+    app = AposApi(
         title="APOS",
         version=__version__,
         summary="Autonomous payment orchestration: learns, routes, detects, heals, explains.",
@@ -78,6 +106,7 @@ def build_app(settings: Settings | None = None, services: Services | None = None
         openapi_url="/openapi.json",
     )
     app.state.services = services
+    app.fast_paths = {route_endpoint.PATH: RequestIdMiddleware(RouteEndpoint(services))}
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(system.router)
@@ -112,6 +141,7 @@ def _document_event_schema(app: FastAPI) -> None:
             components["PaymentEvent"] = event
             route = RouteRequest.model_json_schema(ref_template="#/components/schemas/{model}")
             components["RouteRequest"] = route
+            route_endpoint.document(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

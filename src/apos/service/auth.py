@@ -21,7 +21,7 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -165,49 +165,68 @@ class KeyVerifier:
         )
 
 
+def token_in_headers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The key from ``Authorization: Bearer …``, ``X-API-Key`` or ``api-key`` (raw ASGI
+    headers, lower-case names); the bearer token wins."""
+    x_api_key = api_key = None
+    for name, value in headers:
+        if name == b"authorization":
+            text = value.decode("latin-1")
+            if text[:7].lower() == "bearer ":
+                return text[7:].strip()
+        elif name == b"x-api-key" and x_api_key is None:
+            x_api_key = value.decode("latin-1")
+        elif name == b"api-key" and api_key is None:
+            api_key = value.decode("latin-1")
+    return x_api_key or api_key or None
+
+
 def presented_token(request: Request) -> str | None:
-    """The key from ``Authorization: Bearer …``, ``X-API-Key`` or ``api-key`` headers."""
-    headers = request.headers
-    auth = headers.get("authorization")
-    if auth and auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    return headers.get("x-api-key") or headers.get("api-key")
+    """:func:`token_in_headers` of a request."""
+    return token_in_headers(request.scope["headers"])
+
+
+async def authenticate(verifier: KeyVerifier, token: str | None, role: Role) -> Principal:
+    """The principal of ``token`` if it holds at least ``role``; raises :class:`ApiError`.
+
+    A cached key is checked on the event loop (microseconds); only a cache miss reads the
+    store, in the thread pool.
+    """
+    if not token:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    hit, principal = verifier.cached(token)
+    if not hit:
+        principal = await run_in_threadpool(verifier.verify, token)
+    if principal is None:
+        raise ApiError(
+            401,
+            "invalid_api_key",
+            "API key is unknown or revoked",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if principal.role < role:
+        raise ApiError(
+            403,
+            "insufficient_role",
+            f"this key has role {principal.role.name.lower()}; {role.name.lower()} is required",
+        )
+    return principal
 
 
 def require(role: Role) -> Callable[[Request], Awaitable[Principal]]:
     """FastAPI dependency: the caller must present a valid key of at least ``role``.
 
-    ``async`` so that FastAPI does not hop to its thread pool per request: a cached key is
-    checked on the event loop (microseconds); only a cache miss reads the store, off the
-    loop.
+    ``async`` so that FastAPI does not hop to its thread pool per request.
     """
 
     async def dependency(request: Request) -> Principal:
-        token = presented_token(request)
-        if not token:
-            raise ApiError(
-                401,
-                "unauthorized",
-                "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
         verifier: KeyVerifier = request.app.state.services.keys
-        hit, principal = verifier.cached(token)
-        if not hit:
-            principal = await run_in_threadpool(verifier.verify, token)
-        if principal is None:
-            raise ApiError(
-                401,
-                "invalid_api_key",
-                "API key is unknown or revoked",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if principal.role < role:
-            raise ApiError(
-                403,
-                "insufficient_role",
-                f"this key has role {principal.role.name.lower()}; {role.name.lower()} is required",
-            )
+        principal = await authenticate(verifier, presented_token(request), role)
         request.state.principal = principal
         return principal
 

@@ -49,15 +49,28 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     """Render the standard error body."""
+    request_id = request.scope.get("state", {}).get("request_id")
+    return Response(
+        error_json(code, message, errors, request_id),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def error_json(
+    code: str,
+    message: str,
+    errors: list[FieldError] | None = None,
+    request_id: str | None = None,
+) -> bytes:
+    """The standard error body, serialised."""
     body: dict[str, Any] = {"code": code, "message": message}
     if errors:
         body["errors"] = [e.model_dump() for e in errors]
-    request_id = request.scope.get("state", {}).get("request_id")
     if request_id:
         body["request_id"] = request_id
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
+    return orjson.dumps(body)
 
 
 _HTTP_CODES = {

@@ -1,33 +1,29 @@
 """Routing: decide a payment's connector, inspect decisions, connectors and A/B experiments.
 
-``POST /v1/route`` is the hot path: it parses with orjson, validates with one pydantic
-model, asks the in-memory engine and answers with orjson, all on the event loop: no
-thread hop, no database, no Redis.
+``POST /v1/route`` is the hot path and bypasses FastAPI (:mod:`.route_endpoint`); this
+module defines its request model and the decision's JSON shape.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from apos.adapters.ports import AuditEntry
 from apos.core.config import PolicyConfig
 from apos.core.decision import Decision
-from apos.core.events import field_errors
 from apos.core.experiments import Experiment, ExperimentResult
 from apos.core.iso import COUNTRIES, CURRENCIES
 from apos.core.payment import Payment
 from apos.service.api.deps import Operator, ServicesDep, Viewer
 from apos.service.api.events import _paged
-from apos.service.auth import Role, forbidden_merchant, require
+from apos.service.auth import forbidden_merchant
 from apos.service.errors import ApiError
 
 router = APIRouter(prefix="/v1", tags=["routing"])
-_operator = require(Role.OPERATOR)
 
 
 class RouteRequest(BaseModel):
@@ -103,40 +99,6 @@ def decision_json(decision: Decision) -> dict[str, Any]:
         if decision.experiment_id is None
         else {"id": decision.experiment_id, "arm": decision.experiment_arm},
     }
-
-
-@router.post(
-    "/route",
-    summary="Choose the connector for a payment",
-    description=(
-        "Answers from in-memory state only. Send the attempt's outcome to `/v1/events` with "
-        "`decision_id` so the decision is joined to it and the router learns."
-    ),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/RouteRequest"}}
-            },
-        }
-    },
-    responses={200: {"description": "The decision"}},
-)
-async def route(request: Request, services: ServicesDep) -> Response:
-    principal = await _operator(request)
-    try:
-        body = RouteRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        errors = field_errors(exc)
-        names = ", ".join(e.field for e in errors if e.field) or "body"
-        raise ApiError(422, "validation_error", f"invalid {names}", errors) from None
-    if not principal.may_write(body.merchant_id):
-        raise forbidden_merchant(body.merchant_id)
-    try:
-        decision = services.routing.route(body.to_payment())
-    except ValueError as exc:
-        raise ApiError(422, "unroutable", str(exc)) from None
-    return Response(orjson.dumps(decision_json(decision)), media_type="application/json")
 
 
 @router.get("/decisions", summary="Routing decisions, newest first, with joined outcomes")
