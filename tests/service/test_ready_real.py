@@ -83,3 +83,12 @@ def test_not_ready_when_the_database_is_unreachable() -> None:
         r = api.client.get("/ready")
         assert r.status_code == 503
         assert r.json() == {"status": "unavailable", "checks": {"database": "down", "bus": "ok"}}
+        # Checking a key needs the database: a retryable 503, on FastAPI routes and the
+        # hot path alike, never a 500.
+        key = {"Authorization": "Bearer apos_key_0123456789ab_secret"}
+        for r in (
+            api.client.get("/v1/events", headers=key),
+            api.client.post("/v1/route", json={"payment_id": "p"}, headers=key),
+        ):
+            assert (r.status_code, r.json()["code"]) == (503, "unavailable"), r.text
+            assert r.headers["retry-after"] == "1"

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import redis
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -88,6 +90,20 @@ _HTTP_CODES = {
 }
 
 
+# A dependency (database, Redis) that cannot be reached or timed out: the request may succeed
+# later, so it is a 503 the caller can retry, not a 500 bug. Constraint violations and other
+# database errors stay 500s.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+UNAVAILABLE_MESSAGE = "a dependency (database or Redis) is unavailable; retry shortly"
+RETRY_AFTER = {"Retry-After": "1"}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Make every error, including FastAPI's own, use the standard body."""
 
@@ -108,6 +124,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "error")
         return error_response(request, exc.status_code, code, str(exc.detail), None, exc.headers)
+
+    async def _unavailable(request: Request, exc: Exception) -> Response:
+        log.warning("dependency unavailable", path=request.url.path, error=type(exc).__name__)
+        return error_response(request, 503, "unavailable", UNAVAILABLE_MESSAGE, None, RETRY_AFTER)
+
+    for error_type in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error_type, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -571,7 +571,11 @@ async def update_gateway_score(
         "occurred_at": datetime.now(UTC).isoformat(),
     }
     report = await run_in_threadpool(
-        services.ingestor.ingest, [event], "decision_engine", principal.may_write
+        services.ingestor.ingest,
+        [event],
+        "decision_engine",
+        principal.may_write,
+        principal.merchant_id,
     )
     if report.rejected:
         rejection = report.rejected[0]

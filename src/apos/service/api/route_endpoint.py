@@ -22,7 +22,7 @@ from apos.core.events import field_errors
 from apos.service.api.routing import RouteRequest, decision_json
 from apos.service.auth import Role, authenticate, forbidden_merchant, token_in_headers
 from apos.service.bootstrap import Services
-from apos.service.errors import ApiError, error_json
+from apos.service.errors import UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE, ApiError, error_json
 from apos.service.logs import get_logger
 
 __all__ = ["MAX_BODY", "PATH", "RouteEndpoint", "document"]
@@ -51,6 +51,11 @@ class RouteEndpoint:
             body = error_json(exc.code, exc.message, exc.errors, request_id)
             extra = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
             await _respond(send, exc.status, body, extra)
+            return
+        except UNAVAILABLE_ERRORS as exc:
+            log.warning("dependency unavailable", path=PATH, error=type(exc).__name__)
+            body = error_json("unavailable", UNAVAILABLE_MESSAGE, None, request_id)
+            await _respond(send, 503, body, [(b"retry-after", b"1")])
             return
         except Exception:
             log.exception("unhandled error", path=PATH)
