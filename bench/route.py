@@ -265,6 +265,16 @@ def main() -> None:
             f"(`docs/benchmarks.mdx` of juspay/decision-engine): "
             f"{flat['rps'] / 835:.1f}× that.",
         ]
+        for name, run in (("flat", flat), ("paced", paced), ("baseline", noop)):
+            if run["errors"]:
+                body.append(
+                    f"Errors in the {name} run are wrk socket errors: "
+                    f"{run['connect_errors']:.0f} connect, {run['read_errors']:.0f} read, "
+                    f"{run['write_errors']:.0f} write, {run['timeouts']:.0f} timeouts "
+                    "(no request was answered with an error status)."
+                    if not run["non2xx"]
+                    else f"The {name} run had {run['non2xx']:.0f} non-2xx answers."
+                )
     write_section("route", "\n".join(body))
     print("written to docs/benchmarks.md")
 
