@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy.exc
 
-from apos.service.api.route_endpoint import MAX_BODY
+from apos.service.api.route_endpoint import MAX_BODY, RouteEndpoint
 from tests.service.conftest import Api, make_event
 
 PAYMENT = {
@@ -91,16 +93,112 @@ def test_route_answers_errors_in_the_standard_shape(api: Api) -> None:
     assert ok.status_code == 200 and ok.headers["content-type"] == "application/json"
 
 
-def test_a_body_sent_in_pieces_is_read_whole_and_capped(api: Api) -> None:
-    def pieces(body: bytes, size: int) -> Iterator[bytes]:
-        yield from (body[i : i + size] for i in range(0, len(body), size))
+def _call_route_endpoint(api: Api, messages: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    """Drive RouteEndpoint directly with these ASGI receive messages, as a server does for a
+    chunked upload (TestClient would join the pieces before the app saw them)."""
+    sent: list[dict[str, Any]] = []
 
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    token = api.tokens["operator"].encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/route",
+        "headers": [(b"authorization", b"Bearer " + token)],
+        "state": {},
+    }
+    asyncio.run(RouteEndpoint(api.services)(scope, receive, send))
+    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+def _pieces(body: bytes, size: int) -> list[dict[str, Any]]:
+    starts = range(0, len(body), size)
+    return [
+        {"type": "http.request", "body": body[i : i + size], "more_body": i + size < len(body)}
+        for i in starts
+    ]
+
+
+def test_a_body_sent_in_pieces_is_read_whole_and_capped(api: Api) -> None:
     body = json.dumps(PAYMENT).encode()
-    r = api.client.post("/v1/route", content=pieces(body, 7), headers=api.as_("operator"))
-    assert r.status_code == 200, r.text  # chunked: no content-length to trust
-    big = json.dumps({**PAYMENT, "payment_id": "p" * MAX_BODY}).encode()
-    r = api.client.post("/v1/route", content=pieces(big, 4096), headers=api.as_("operator"))
-    assert r.status_code == 413
+    status, answer = _call_route_endpoint(api, _pieces(body, 7))
+    assert status == 200, answer
+    assert answer["decision_id"] and answer["connector"]
+    # No content-length to trust: the running size stops the read past MAX_BODY.
+    big = json.dumps({**PAYMENT, "payment_id": "p" * 2 * MAX_BODY}).encode()
+    messages = _pieces(big, 4096)
+    status, answer = _call_route_endpoint(api, messages)
+    assert (status, answer["code"]) == (413, "payload_too_large")
+    assert messages, "the read stopped at the cap instead of taking the whole body"
+
+
+def test_a_client_that_disconnects_mid_body_gets_no_decision(api: Api) -> None:
+    body = json.dumps(PAYMENT).encode()
+    messages = [*_pieces(body, 10)[:2], {"type": "http.disconnect"}]
+    status, answer = _call_route_endpoint(api, messages)
+    assert (status, answer["code"]) == (400, "bad_request")
+
+
+def test_the_route_endpoint_is_found_below_root_path_and_with_a_slash(api: Api) -> None:
+    r = api.client.post("/v1/route/", json=PAYMENT, headers=api.as_("operator"))
+    assert r.status_code == 200, r.text
+    assert r.json()["connector"]
+    # Mounted behind a proxy prefix: the ASGI path keeps the prefix, root_path names it.
+    from fastapi.testclient import TestClient
+
+    with TestClient(api.client.app, root_path="/apos") as prefixed:
+        r = prefixed.post("/apos/v1/route", json=PAYMENT, headers=api.as_("operator"))
+    assert r.status_code == 200, r.text
+
+
+def test_only_the_first_authorization_header_counts(api: Api) -> None:
+    good, bad = api.tokens["operator"], "apos_not_a_key"
+    first_bad = [("authorization", f"Bearer {bad}"), ("authorization", f"Bearer {good}")]
+    r = api.client.post("/v1/route", json=PAYMENT, headers=first_bad)
+    assert (r.status_code, r.json()["code"]) == (401, "invalid_api_key")
+    first_good = [("authorization", f"Bearer {good}"), ("authorization", f"Bearer {bad}")]
+    assert api.client.post("/v1/route", json=PAYMENT, headers=first_good).status_code == 200
+    # A later bearer header does not rescue a first non-bearer one...
+    second = [("authorization", "Basic dXNlcjpwdw=="), ("authorization", f"Bearer {good}")]
+    r = api.client.post("/v1/route", json=PAYMENT, headers=second)
+    assert (r.status_code, r.json()["code"]) == (401, "unauthorized")
+    # ...but X-API-Key does.
+    basic = [("authorization", "Basic dXNlcjpwdw=="), ("x-api-key", good)]
+    assert api.client.post("/v1/route", json=PAYMENT, headers=basic).status_code == 200
+
+
+def _sqlite_error(message: str) -> sqlalchemy.exc.OperationalError:
+    return sqlalchemy.exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError(message))
+
+
+@pytest.mark.parametrize(
+    ("message", "status", "code"),
+    [
+        ("database is locked", 503, "unavailable"),
+        ("unable to open database file", 503, "unavailable"),
+        ("no such table: payment_events", 500, "internal_error"),
+    ],
+)
+def test_only_transient_sqlite_errors_are_503(
+    api: Api, monkeypatch: pytest.MonkeyPatch, message: str, status: int, code: str
+) -> None:
+    def failing(*args: object, **kwargs: object) -> None:
+        raise _sqlite_error(message)
+
+    monkeypatch.setattr(api.services.routing, "route", failing)
+    r = route(api)
+    assert (r.status_code, r.json()["code"]) == (status, code), r.text
+    assert ("retry-after" in r.headers) == (status == 503)
+    monkeypatch.setattr(api.services.store, "list_events", failing)
+    r = api.client.get("/v1/events", headers=api.as_("viewer"))
+    assert (r.status_code, r.json()["code"]) == (status, code), r.text
+    assert ("retry-after" in r.headers) == (status == 503)
+    assert "payment_events" not in r.text
 
 
 def test_an_unexpected_failure_is_a_logged_500_not_a_crash(

@@ -10,7 +10,7 @@ import redis
 
 from apos.core.events import parse_event
 from apos.core.payment import Payment
-from apos.service.bootstrap import APPLIED_CHUNK, build_services, save_snapshot
+from apos.service.bootstrap import APPLIED_CHUNK, _AppliedRetention, build_services, save_snapshot
 from apos.settings import Settings
 from tests.service.conftest import make_event
 
@@ -156,3 +156,17 @@ def test_the_applied_stream_carries_chunks_and_still_reads_single_event_entries(
     finally:
         client.close()
         a.close()
+
+
+def test_the_applied_stream_keeps_about_stream_maxlen_events_whatever_the_chunk_size() -> None:
+    retention = _AppliedRetention(200_000)
+    assert retention.entries_after(1) == 200_000  # single events: one entry each
+    for _ in range(2_000):
+        maxlen = retention.entries_after(APPLIED_CHUNK)
+    assert maxlen == pytest.approx(200_000 // APPLIED_CHUNK, rel=0.01)
+    for _ in range(2_000):
+        maxlen = retention.entries_after(10)
+    assert maxlen == pytest.approx(200_000 // 10, rel=0.01)
+    # a small stream_maxlen still keeps enough entries for a restarted tail to resume
+    small = _AppliedRetention(5_000)
+    assert [small.entries_after(APPLIED_CHUNK) for _ in range(1_000)][-1] == 1_000

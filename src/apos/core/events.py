@@ -260,8 +260,9 @@ def events_from_json(document: bytes | str) -> list[PaymentEvent]:
 
     Only for documents APOS wrote itself (the shared stream of applied events): their
     content was validated at ingestion. Rebuilding costs ~4 µs an event instead of ~14 for
-    ``model_validate_json``; the shortcut sets the same four attributes as pydantic's own
-    ``model_construct`` (which costs ~12 µs: it walks every field's defaults). An object
+    ``model_validate_json``; the shortcut sets the four attributes pydantic's own
+    ``model_construct`` sets (which costs ~12 µs: it walks every field's defaults), with every
+    field marked as set, as validating the full object would. An object
     whose keys are not exactly the model's fields (another APOS version wrote it) is
     validated normally.
 
@@ -283,7 +284,7 @@ def events_from_json(document: bytes | str) -> list[PaymentEvent]:
         data["occurred_at"] = datetime.fromisoformat(data["occurred_at"])
         event = new(PaymentEvent)
         set_attr(event, "__dict__", data)
-        set_attr(event, "__pydantic_fields_set__", _FIELD_NAMES)
+        set_attr(event, "__pydantic_fields_set__", set(_FIELD_NAMES))
         set_attr(event, "__pydantic_extra__", None)
         set_attr(event, "__pydantic_private__", None)
         out.append(event)

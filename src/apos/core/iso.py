@@ -7,6 +7,7 @@ pycountry reads JSON files when first used), and these lists change a few times 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Final
 
 # ISO 4217 active codes -> minor-unit exponent (number of decimals). Amounts in APOS are
@@ -58,8 +59,10 @@ def looks_like_card_number(text: str) -> bool:
     """
     compact = text.replace(" ", "").replace("-", "")
     # str methods first: this runs on every ingested fingerprint, nearly all not digits.
-    if not 13 <= len(compact) <= 19 or not (compact.isascii() and compact.isdigit()):
+    if not 13 <= len(compact) <= 19 or not compact.isdecimal():
         return False
+    if not compact.isascii():  # the same number in another script's digits (int() reads them)
+        compact = "".join(str(unicodedata.decimal(c)) for c in compact)
     total = 0
     for i, c in enumerate(reversed(compact)):
         d = ord(c) - 48

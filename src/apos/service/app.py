@@ -65,15 +65,22 @@ class RequestIdMiddleware:
 class AposApi(FastAPI):
     """FastAPI, with a few hot paths answered by plain ASGI endpoints before its routing.
 
-    ``fast_paths`` maps an exact path to such an endpoint (see
-    :mod:`apos.service.api.route_endpoint`); every other request goes through FastAPI.
+    ``fast_paths`` maps a path (below any ``root_path``; a trailing slash is ignored) to such
+    an endpoint (see :mod:`apos.service.api.route_endpoint`); every other request goes
+    through FastAPI. Middleware added with ``add_middleware`` (CORS, compression, ...) does
+    NOT apply to the fast paths: wrap their endpoints in it too, as ``build_app`` does with
+    the request-id middleware.
     """
 
     fast_paths: dict[str, ASGIApp]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            endpoint = self.fast_paths.get(scope["path"])
+            path: str = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            endpoint = self.fast_paths.get(path[:-1] if path.endswith("/") else path)
             if endpoint is not None:
                 scope["app"] = self
                 await endpoint(scope, receive, send)

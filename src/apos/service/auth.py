@@ -167,17 +167,19 @@ class KeyVerifier:
 
 def token_in_headers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The key from ``Authorization: Bearer …``, ``X-API-Key`` or ``api-key`` (raw ASGI
-    headers, lower-case names); the bearer token wins."""
-    x_api_key = api_key = None
+    headers, lower-case names): the first ``Authorization`` header if it is a bearer token,
+    else the first ``X-API-Key``, else the first ``api-key``."""
+    x_api_key = api_key = authorization = None
     for name, value in headers:
         if name == b"authorization":
-            text = value.decode("latin-1")
-            if text[:7].lower() == "bearer ":
-                return text[7:].strip()
+            if authorization is None:  # only the first one counts
+                authorization = value.decode("latin-1")
         elif name == b"x-api-key" and x_api_key is None:
             x_api_key = value.decode("latin-1")
         elif name == b"api-key" and api_key is None:
             api_key = value.decode("latin-1")
+    if authorization is not None and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
     return x_api_key or api_key or None
 
 

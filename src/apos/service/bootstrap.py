@@ -211,23 +211,41 @@ def _load_snapshot(snapshots: SnapshotStore) -> SavedSnapshot | None:
 APPLIED_CHUNK = 100
 
 
+class _AppliedRetention:
+    """How many entries the applied stream keeps so that it holds about ``events`` events.
+
+    XADD trims by entries; entries carry 1 to APPLIED_CHUNK events (single webhooks, whole
+    stream batches). The running mean of this instance's chunk sizes converts one into the
+    other, so the stream keeps ~``events`` events (the history a restarted instance can
+    replay from its snapshot position) whatever the mix, never more than ``events`` entries.
+    """
+
+    def __init__(self, events: int) -> None:
+        self._events = events
+        self._mean = 1.0
+
+    def entries_after(self, chunk: int) -> int:
+        """Record a chunk of ``chunk`` events; the MAXLEN for its XADD."""
+        self._mean += (chunk - self._mean) * 0.01
+        return max(1_000, int(self._events / max(self._mean, 1.0)))
+
+
 def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) -> None:
     """Every instance appends what it stored to the applied stream and learns from a tail
     of it, so all instances learn from every event exactly once each."""
     settings = services.settings
     publisher = connect(settings.redis_url or "")
     stream = settings.applied_stream
-    # Entries hold up to APPLIED_CHUNK events, so the stream keeps at most stream_maxlen
-    # events (as when it held one per entry) and at least stream_maxlen / APPLIED_CHUNK.
-    maxlen = max(1_000, settings.stream_maxlen // APPLIED_CHUNK)
+    retention = _AppliedRetention(settings.stream_maxlen)
 
     def publish(events: Sequence[PaymentEvent]) -> None:
         # An entry per chunk (a JSON array): ~1 µs an event to encode and one XADD per
         # chunk, where an entry per event cost ~18 µs an event here and ~14 on every tail.
         pipe = publisher.pipeline(transaction=False)
         for i in range(0, len(events), APPLIED_CHUNK):
-            chunk = events_to_json(events[i : i + APPLIED_CHUNK])
-            pipe.xadd(stream, {"event": chunk}, maxlen=maxlen, approximate=True)
+            chunk = events[i : i + APPLIED_CHUNK]
+            maxlen = retention.entries_after(len(chunk))
+            pipe.xadd(stream, {"event": events_to_json(chunk)}, maxlen=maxlen, approximate=True)
         pipe.execute()
 
     services.ingestor.add_listener(publish)
@@ -238,6 +256,9 @@ def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) 
         settings.redis_url or "",
         stream,
         start_id=start,
+        # At most ~1,000 events per read: learn() holds the routing lock for the whole read,
+        # and a catching-up tail must not stall /v1/route for longer than that.
+        count=max(1, 1_000 // APPLIED_CHUNK),
         block_ms=min(settings.stream_block_ms, 500),
     )
     routing = services.routing

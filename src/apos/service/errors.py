@@ -6,6 +6,7 @@ Shape: ``{"code": "validation_error", "message": "...", "errors": [{"field", "me
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,8 +92,7 @@ _HTTP_CODES = {
 
 
 # A dependency (database, Redis) that cannot be reached or timed out: the request may succeed
-# later, so it is a 503 the caller can retry, not a 500 bug. Constraint violations and other
-# database errors stay 500s.
+# later, so it is a 503 the caller can retry, not a 500 bug (see ``is_unavailable``).
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
@@ -102,6 +102,19 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 )
 UNAVAILABLE_MESSAGE = "a dependency (database or Redis) is unavailable; retry shortly"
 RETRY_AFTER = {"Retry-After": "1"}
+# SQLite reports its own bugs-or-setup errors ("no such table", syntax) as OperationalError
+# too; of those, only these are transient.
+_SQLITE_TRANSIENT = ("database is locked", "unable to open database", "disk i/o error")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (one of ``UNAVAILABLE_ERRORS``) means "down, retry", not "bug"."""
+    if not isinstance(exc, UNAVAILABLE_ERRORS):
+        return False
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and isinstance(exc.orig, sqlite3.Error):
+        text = str(exc.orig).lower()
+        return any(marker in text for marker in _SQLITE_TRANSIENT)
+    return True
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -126,6 +139,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, exc.status_code, code, str(exc.detail), None, exc.headers)
 
     async def _unavailable(request: Request, exc: Exception) -> Response:
+        if not is_unavailable(exc):
+            return await _unexpected(request, exc)
         log.warning("dependency unavailable", path=request.url.path, error=type(exc).__name__)
         return error_response(request, 503, "unavailable", UNAVAILABLE_MESSAGE, None, RETRY_AFTER)
 

@@ -22,7 +22,13 @@ from apos.core.events import field_errors
 from apos.service.api.routing import RouteRequest, decision_json
 from apos.service.auth import Role, authenticate, forbidden_merchant, token_in_headers
 from apos.service.bootstrap import Services
-from apos.service.errors import UNAVAILABLE_ERRORS, UNAVAILABLE_MESSAGE, ApiError, error_json
+from apos.service.errors import (
+    UNAVAILABLE_ERRORS,
+    UNAVAILABLE_MESSAGE,
+    ApiError,
+    error_json,
+    is_unavailable,
+)
 from apos.service.logs import get_logger
 
 __all__ = ["MAX_BODY", "PATH", "RouteEndpoint", "document"]
@@ -53,16 +59,23 @@ class RouteEndpoint:
             await _respond(send, exc.status, body, extra)
             return
         except UNAVAILABLE_ERRORS as exc:
+            if not is_unavailable(exc):
+                await self._internal_error(send, request_id)
+                return
             log.warning("dependency unavailable", path=PATH, error=type(exc).__name__)
             body = error_json("unavailable", UNAVAILABLE_MESSAGE, None, request_id)
             await _respond(send, 503, body, [(b"retry-after", b"1")])
             return
         except Exception:
-            log.exception("unhandled error", path=PATH)
-            body = error_json("internal_error", "internal error; see server logs", None, request_id)
-            await _respond(send, 500, body)
+            await self._internal_error(send, request_id)
             return
         await _respond(send, 200, body)
+
+    @staticmethod
+    async def _internal_error(send: Send, request_id: str | None) -> None:
+        log.exception("unhandled error", path=PATH)
+        body = error_json("internal_error", "internal error; see server logs", None, request_id)
+        await _respond(send, 500, body)
 
     async def _answer(self, scope: Scope, receive: Receive) -> bytes:
         if scope["method"] != "POST":
@@ -155,8 +168,10 @@ def document(schema: dict[str, Any]) -> None:
                 },
                 "401": error("missing, unknown or revoked key"),
                 "403": error("the key's role or merchant scope does not allow this"),
+                "405": error("a method other than POST"),
                 "413": error(f"body larger than {MAX_BODY} bytes"),
                 "422": error("invalid request (errors name each field) or no connector left"),
+                "503": error("the database or Redis is unreachable (checking the key); retry"),
             },
         }
     }
