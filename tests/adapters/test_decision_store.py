@@ -87,6 +87,21 @@ def test_outcomes_join_only_known_decisions(decisions: DecisionStore) -> None:
     assert other is not None and other.outcome_status is None
 
 
+def test_an_outcome_joins_only_its_own_merchants_decision(decisions: DecisionStore) -> None:
+    decisions.insert([make_decision(n) for n in range(2)])
+    target = decisions.get(make_decision(1).decision_id)
+    assert target is not None and target.merchant_id
+    at = datetime.fromtimestamp(T0 + 60, UTC)
+    forged = DecisionOutcome(target.decision_id, "failed", "evt_x", at, "m_someone_else")
+    assert decisions.record_outcomes([forged]) == {target.decision_id}  # settled, not retried
+    row = decisions.get(target.decision_id)
+    assert row is not None and row.outcome_status is None
+    own = DecisionOutcome(target.decision_id, "succeeded", "evt_1", at, target.merchant_id)
+    decisions.record_outcomes([own])
+    row = decisions.get(target.decision_id)
+    assert row is not None and row.outcome_status == "succeeded"
+
+
 def test_listing_is_newest_first_across_pages(decisions: DecisionStore) -> None:
     decisions.insert([make_decision(n) for n in range(25)])
     seen: list[str] = []

@@ -259,6 +259,24 @@ def test_eligible_connectors_restrict_the_choice_and_unknown_ones_are_added() ->
         engine.route(payment(eligible=()), T0)
 
 
+def test_a_connector_learnt_from_one_merchant_is_never_offered_to_another() -> None:
+    engine = Engine(CONNECTORS, seed=15)
+    for i in range(40):  # m2's own connector account, and it is excellent
+        engine.observe(event("stripe:mca_m2", True, T0 + i, merchant="m2"), T0 + i)
+    engine.route(payment(merchant="m3", eligible=("adyen:mca_m3",)), T0 + 50)
+    for i in range(200):
+        d = engine.route(payment(merchant="m1", payment_id=f"p{i}"), T0 + 60)
+        assert {d.connector, *(c for c, _ in d.alternatives)} <= set(CONNECTORS)
+    d = engine.route(payment(merchant="m2"), T0 + 60)
+    assert "stripe:mca_m2" in {d.connector, *(c for c, _ in d.alternatives)}
+    assert engine.connectors_for("m1") == tuple(CONNECTORS)
+    assert engine.connectors_for("m2") == (*CONNECTORS, "stripe:mca_m2")
+    assert engine.connectors_for("m3") == (*CONNECTORS, "adyen:mca_m3")
+    restored = Engine.restore(json.loads(json.dumps(engine.snapshot())))
+    assert restored.connectors_for("m1") == tuple(CONNECTORS)
+    assert restored.connectors_for("m2") == (*CONNECTORS, "stripe:mca_m2")
+
+
 def test_observe_ignores_pending_and_tolerates_unknowns_and_missing_fields() -> None:
     engine = Engine(["stripe"], seed=15)
     engine.observe(event("stripe", True, T0, status="pending"), T0)

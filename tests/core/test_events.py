@@ -79,6 +79,27 @@ def test_fingerprints_that_are_not_card_numbers_pass(value: str) -> None:
     assert parse_event(_payload(fingerprint=value)).fingerprint == value
 
 
+@pytest.mark.parametrize("field", ["error_code", "error_message", "fingerprint"])
+def test_a_nul_character_is_refused_naming_the_field(field: str) -> None:
+    with pytest.raises(EventValidationError) as exc:
+        parse_event(_payload(**{field: "abc\x00defghij"}))
+    assert _fields(exc) == [field]
+
+
+def test_an_email_address_is_refused_as_fingerprint() -> None:
+    with pytest.raises(EventValidationError) as exc:
+        parse_event(_payload(fingerprint="bob.smith@example.com"))
+    assert _fields(exc) == ["fingerprint"]
+    assert "bob" not in str(exc.value)
+
+
+def test_a_card_number_quoted_in_the_error_message_is_masked() -> None:
+    event = parse_event(_payload(error_message="card 4111 1111 1111 1111 declined by issuer"))
+    assert event.error_message == "card [card ****1111] declined by issuer"
+    untouched = parse_event(_payload(error_message="order 1234567890123 declined"))
+    assert untouched.error_message == "order 1234567890123 declined"  # not Luhn-valid
+
+
 def _events() -> list[PaymentEvent]:
     base = datetime(2026, 11, 25, 10, tzinfo=UTC)
     return [

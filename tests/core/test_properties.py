@@ -73,12 +73,19 @@ def test_any_sequence_keeps_every_promise(
     engine = Engine(KNOWN, seed=seed, config=CONFIGS[which])
     now = T0
     ids: set[str] = set()
+    named: dict[str, set[str]] = {}
     for op in ops:
         if op[0] == "route":
             _, merchant, network, country, amount, eligible, dt = op
             now += dt
             d = engine.route(payment(merchant, network, country, amount, eligible=eligible), now)
-            allowed = list(dict.fromkeys(eligible)) if eligible else list(engine.connectors)
+            allowed = (
+                list(dict.fromkeys(eligible)) if eligible else list(engine.connectors_for(merchant))
+            )
+            if eligible:
+                named.setdefault(merchant, set()).update(eligible)
+            # a merchant is offered only the shared connectors and the ones it named or used
+            assert set(engine.connectors_for(merchant)) == set(KNOWN) | named.get(merchant, set())
             assert d.connector in allowed
             assert sorted(c for c, _ in d.alternatives) == sorted(allowed)
             assert d.alternatives[0][0] == d.connector
@@ -103,6 +110,8 @@ def test_any_sequence_keeps_every_promise(
                 ),
                 now,
             )
+            if status in ("succeeded", "authorized", "failed"):  # final outcomes
+                named.setdefault(merchant, set()).add(connector)
         else:
             now += op[1]
             report = engine.tick(now)

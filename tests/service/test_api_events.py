@@ -140,6 +140,23 @@ def test_listing_filters_and_pagination(api: Api) -> None:
     assert {e["event_id"] for e in failed} == {f"evt_{i}" for i in (12, 15, 18, 21, 24, 27)}
     bad = api.client.get("/v1/events", params={"limit": 0}, headers=api.as_("viewer"))
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "limit"
+    naive = api.client.get(
+        "/v1/events", params={"since": "2026-11-25T10:10:00"}, headers=api.as_("viewer")
+    )
+    assert (naive.status_code, naive.json()["errors"][0]["field"]) == (422, "since"), naive.text
+
+
+def test_a_nul_character_rejects_that_event_only(api: Api) -> None:
+    # PostgreSQL text cannot hold U+0000: without the check the whole batch was a 500.
+    events = [make_event(1), make_event(2, error_message="declined\x00"), make_event(3)]
+    r = api.client.post("/v1/events", json=events, headers=api.as_("operator"))
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["accepted"], [x["index"] for x in answer["rejected"]]) == (2, [1])
+    assert answer["rejected"][0]["errors"][0]["field"] == "error_message"
+    assert api.services.store.count_dead_letters() == 1
+    stored = api.client.get("/v1/events", headers=api.as_("viewer")).json()["items"]
+    assert {e["event_id"] for e in stored} == {"evt_1", "evt_3"}
 
 
 def test_foreign_cursors_are_a_client_error(api: Api) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy.exc
+import structlog
 
 from apos.service.api.route_endpoint import MAX_BODY, RouteEndpoint
 from tests.service.conftest import Api, make_event
@@ -195,8 +196,12 @@ def test_only_transient_sqlite_errors_are_503(
     assert (r.status_code, r.json()["code"]) == (status, code), r.text
     assert ("retry-after" in r.headers) == (status == 503)
     monkeypatch.setattr(api.services.store, "list_events", failing)
-    r = api.client.get("/v1/events", headers=api.as_("viewer"))
+    with structlog.testing.capture_logs() as logs:
+        r = api.client.get("/v1/events", headers={**api.as_("viewer"), "X-Request-ID": "req-7"})
     assert (r.status_code, r.json()["code"]) == (status, code), r.text
+    if status == 500:  # the log line carries the id the caller got back
+        [line] = [x for x in logs if x["event"] == "unhandled error"]
+        assert line["request_id"] == r.json()["request_id"] == "req-7"
     assert ("retry-after" in r.headers) == (status == 503)
     assert "payment_events" not in r.text
 

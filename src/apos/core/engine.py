@@ -121,8 +121,13 @@ class Engine:
         self.config = config if config is not None else EngineConfig()
         self.seed = seed
         self._rng = random.Random(seed)
+        # Connectors named at construction serve every merchant; one learnt from a merchant's
+        # events or eligible lists serves that merchant only (another merchant's connector
+        # account must never be routed to or explored).
         self._connectors = names
         self._known = set(names)
+        self._base: list[str] = list(names)
+        self._by_merchant: dict[str, list[str]] = {}
         self._learner = ContextLearner(self.config.learner)
         self._context = ContextKeys(self.config.learner.context_order)
         self._draws = PosteriorDraws(self.config.learner.posterior_draws, seed)
@@ -142,6 +147,12 @@ class Engine:
     def connectors(self) -> tuple[str, ...]:
         """Every connector the engine knows, in the order it learnt of them."""
         return tuple(self._connectors)
+
+    def connectors_for(self, merchant_id: str) -> tuple[str, ...]:
+        """The connectors ``merchant_id``'s payments may go to when they name none: those the
+        engine was built with, then those learnt from this merchant's events and requests."""
+        own = self._by_merchant.get(merchant_id)
+        return tuple(own if own is not None else self._base)
 
     def model_version(self, merchant_id: str) -> str:
         """The model version written on the merchant's decisions (outside experiments)."""
@@ -179,22 +190,33 @@ class Engine:
             resolved = self._arm_resolved[key] = _Resolved(policy, version)
         return resolved
 
-    def _add_connector(self, connector: str) -> None:
-        self._known.add(connector)
-        self._connectors.append(connector)
+    def _add_connector(self, merchant_id: str, connector: str) -> None:
+        """Make ``connector`` one of ``merchant_id``'s (and known to the engine)."""
+        if connector not in self._known:
+            self._known.add(connector)
+            self._connectors.append(connector)
+        own = self._by_merchant.get(merchant_id)
+        if own is None:
+            own = self._by_merchant[merchant_id] = list(self._base)
+        if connector not in own:
+            own.append(connector)
 
     def _eligible(self, payment: Payment) -> list[str]:
         given = payment.eligible_connectors
+        merchant = payment.merchant_id
         if given is None:
-            return self._connectors
+            own = self._by_merchant.get(merchant)
+            return own if own is not None else self._base
         eligible: list[str] = []
+        own = self._by_merchant.get(merchant)
         for name in given:
             connector = name.lower()
             if connector in eligible:
                 continue
             eligible.append(connector)
-            if connector not in self._known:
-                self._add_connector(connector)
+            if connector not in self._base and (own is None or connector not in own):
+                self._add_connector(merchant, connector)
+                own = self._by_merchant[merchant]
         if not eligible:
             raise ValueError(f"payment {payment.payment_id!r} has no eligible connector")
         return eligible
@@ -466,8 +488,9 @@ class Engine:
         merchant = str(getattr(event, "merchant_id", "") or "")
         if not connector or not merchant:
             return
-        if connector not in self._known:
-            self._add_connector(connector)
+        own = self._by_merchant.get(merchant)
+        if connector not in self._base and (own is None or connector not in own):
+            self._add_connector(merchant, connector)
         try:
             ts = float(event.occurred_ts)
         except (AttributeError, TypeError, ValueError, OverflowError):
@@ -631,7 +654,10 @@ class Engine:
         return {
             "format": SNAPSHOT_FORMAT,
             "seed": self.seed,
-            "connectors": list(self._connectors),
+            "connectors": list(self._base),
+            "merchant_connectors": {
+                m: own[len(self._base) :] for m, own in self._by_merchant.items()
+            },
             "config": self.config.model_dump(mode="json"),
             "rng": [version, list(internal), gauss],
             "decisions_made": self.decisions_made,
@@ -664,9 +690,15 @@ class Engine:
         """
         if snapshot.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"not an {SNAPSHOT_FORMAT} snapshot: {snapshot.get('format')!r}")
+        # Snapshots before merchant_connectors listed every connector as everyone's.
         for connector in snapshot["connectors"]:
             if connector not in self._known:
-                self._add_connector(str(connector))
+                self._known.add(str(connector))
+                self._connectors.append(str(connector))
+                self._base.append(str(connector))
+        for merchant, extra in snapshot.get("merchant_connectors", {}).items():
+            for connector in extra:
+                self._add_connector(str(merchant), str(connector))
         seed = int(snapshot["seed"])
         if seed != self.seed:  # the draws table belongs to the random state too
             self.seed = seed

@@ -13,6 +13,7 @@ Amounts are integers in the currency's minor unit (1999 USD = $19.99), as in Hyp
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from pydantic import (
     field_validator,
 )
 
-from apos.core.iso import COUNTRIES, CURRENCIES, looks_like_card_number
+from apos.core.iso import COUNTRIES, CURRENCIES, looks_like_card_number, redact_card_numbers
 
 __all__ = [
     "EventValidationError",
@@ -68,6 +69,7 @@ _FINAL = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED, PaymentSt
 # A set test, not a regex: it runs for six fields of every ingested event, and
 # frozenset.issuperset over a short string is about five times faster than re.match.
 _IDENT_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 def _identifier(value: str) -> str:
@@ -157,12 +159,30 @@ class PaymentEvent(BaseModel):
             raise ValueError(f"unknown ISO 3166-1 alpha-2 country code {value!r}")
         return code
 
+    @field_validator("error_code", "error_message", "fingerprint", mode="after")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # PostgreSQL text cannot hold U+0000: refused here, not as a failed batch later.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters (U+0000)")
+        return value
+
+    @field_validator("error_message", mode="after")
+    @classmethod
+    def _no_card_numbers(cls, value: str | None) -> str | None:
+        # Connectors sometimes quote the card in a decline message; it is kept masked.
+        return None if value is None else redact_card_numbers(value)
+
     @field_validator("fingerprint", mode="after")
     @classmethod
     def _hashed_not_raw(cls, value: str | None) -> str | None:
-        # The value is deliberately not echoed: it may be a real card number.
-        if value is not None and looks_like_card_number(value):
+        # The value is deliberately not echoed: it may be a real card number or address.
+        if value is None:
+            return None
+        if looks_like_card_number(value):
             raise ValueError("looks like a raw card number; send a hash of it instead")
+        if "@" in value and _EMAIL.fullmatch(value):
+            raise ValueError("looks like a raw e-mail address; send a hash of it instead")
         return value
 
     @field_validator("occurred_at", mode="after")

@@ -149,5 +149,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", path=request.url.path)
+        # Starlette runs this handler outside the request-id middleware, whose log binding
+        # is gone by now: name the request id explicitly.
+        request_id = request.scope.get("state", {}).get("request_id")
+        log.exception("unhandled error", path=request.url.path, request_id=request_id)
         return error_response(request, 500, "internal_error", "internal error; see server logs")

@@ -188,7 +188,11 @@ class RoutingService:
                 if event.decision_id is not None:
                     joined.append(
                         DecisionOutcome(
-                            event.decision_id, str(event.status), event.event_id, event.occurred_at
+                            event.decision_id,
+                            str(event.status),
+                            event.event_id,
+                            event.occurred_at,
+                            event.merchant_id,
                         )
                     )
         if self._writer is not None:

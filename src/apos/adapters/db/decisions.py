@@ -37,6 +37,9 @@ class DecisionOutcome:
     status: str
     event_id: str
     at: datetime
+    # The outcome's merchant: joined only to that merchant's decision (None: any), so an
+    # event cannot write an outcome onto another merchant's decision by naming its id.
+    merchant_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +140,10 @@ class DecisionStore:
         return len(fresh)
 
     def record_outcomes(self, outcomes: Sequence[DecisionOutcome]) -> set[str]:
-        """Join outcomes to their decisions; returns the decision ids that were found."""
+        """Join outcomes to their decisions; returns the decision ids that were found.
+
+        An outcome whose merchant differs from its decision's is found but not joined.
+        """
         if not outcomes:
             return set()
         found: set[str] = set()
@@ -152,11 +158,14 @@ class DecisionStore:
         )
         with self._engine.begin() as connection:
             ids = [o.decision_id for o in outcomes]
-            found = set(connection.execute(sa.select(_t.c.id).where(_t.c.id.in_(ids))).scalars())
+            query = sa.select(_t.c.id, _t.c.merchant_id).where(_t.c.id.in_(ids))
+            owners = {row.id: row.merchant_id for row in connection.execute(query)}
+            found = set(owners)
             params = [
                 {"b_id": o.decision_id, "b_status": o.status, "b_event": o.event_id, "b_at": o.at}
                 for o in outcomes
-                if o.decision_id in found
+                if o.decision_id in owners
+                and (o.merchant_id is None or owners[o.decision_id] == o.merchant_id)
             ]
             if params:
                 connection.execute(stmt, params)

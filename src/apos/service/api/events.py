@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import AwareDatetime
 
 from apos.adapters.db import InvalidCursorError
 from apos.adapters.ports import EventQuery, Page
@@ -138,8 +138,9 @@ async def list_events(
     connector: str | None = None,
     status: PaymentStatus | None = None,
     payment_id: str | None = None,
-    since: Annotated[datetime | None, Query(description="occurred_at >= since")] = None,
-    until: Annotated[datetime | None, Query(description="occurred_at < until")] = None,
+    # AwareDatetime: a time without an offset is ambiguous, a 422 naming the parameter.
+    since: Annotated[AwareDatetime | None, Query(description="occurred_at >= since")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="occurred_at < until")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> dict[str, Any]:

@@ -131,21 +131,29 @@ async def get_decision(
 
 
 @router.get("/connectors", summary="Connectors, their breaker states and learnt volume")
-async def connectors(services: ServicesDep, principal: Viewer) -> dict[str, Any]:
+async def connectors(
+    services: ServicesDep,
+    principal: Viewer,
+    merchant_id: Annotated[
+        str | None,
+        Query(description="one merchant's connectors and breakers (scoped keys: theirs)"),
+    ] = None,
+) -> dict[str, Any]:
+    merchant = principal.merchant_id or merchant_id
+    if principal.merchant_id and merchant_id and merchant_id != principal.merchant_id:
+        raise forbidden_merchant(merchant_id)
     routing = services.routing
     now = routing.now().timestamp()
     with routing.lock:
         engine = routing.engine
+        names = engine.connectors_for(merchant) if merchant else engine.connectors
         items = [
-            {
-                "connector": c,
-                "state": engine.breaker_state(c, principal.merchant_id, now).value
-                if principal.merchant_id
-                else engine.breaker_state(c, None, now).value,
-            }
-            for c in engine.connectors
+            {"connector": c, "state": engine.breaker_state(c, merchant, now).value} for c in names
         ]
-    return {"items": items, "events_learned": routing.events_learned}
+    answer: dict[str, Any] = {"items": items}
+    if principal.merchant_id is None:  # a count over every merchant's events
+        answer["events_learned"] = routing.events_learned
+    return answer
 
 
 class ExperimentCreate(BaseModel):
