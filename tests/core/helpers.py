@@ -53,6 +53,7 @@ def event(
     latency_ms: float | None = None,
     payment_id: str | None = None,
     attempt: int = 1,
+    decision_id: str | None = None,
 ) -> PaymentEvent:
     """A validated final event (``status`` overrides ``ok``)."""
     n = next(_counter)
@@ -69,12 +70,14 @@ def event(
         issuer_country=country,
         error_code=error_code,
         latency_ms=latency_ms,
+        decision_id=decision_id,
         occurred_at=datetime.fromtimestamp(ts, UTC),
     )
 
 
 def outcome_for(pay: Payment, connector: str, ok: bool, ts: float, **extra: object) -> PaymentEvent:
-    """The event of routing ``pay`` to ``connector``."""
+    """The event of routing ``pay`` to ``connector`` (following an APOS decision)."""
+    extra.setdefault("decision_id", f"dec_{pay.payment_id}")
     return event(
         connector,
         ok,

@@ -44,6 +44,9 @@ def test_the_engine_routes_each_arm_with_its_policy_and_counts_outcomes() -> Non
         served[d.connector] += 1
         engine.observe(outcome_for(pay, d.connector, ok, T0 + i), T0 + i)
         engine.observe(outcome_for(pay, "stripe", True, T0 + i, attempt=2), T0 + i)  # a retry
+        # a payment the switch routed without asking APOS: not part of either arm
+        unrouted = payment(payment_id=f"q{i}")
+        engine.observe(outcome_for(unrouted, "stripe", True, T0 + i, decision_id=None), T0 + i)
     result = engine.experiment_result("exp")
     assert result.control.attempts == per_arm["control"]  # first attempts only
     assert result.treatment.attempts == per_arm["treatment"]

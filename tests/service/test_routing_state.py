@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
 from apos.core.events import parse_event
 from apos.core.payment import Payment
+from apos.service.app import build_app
+from apos.service.auth import Role, issue_key
 from apos.service.bootstrap import APPLIED_CHUNK, _AppliedRetention, build_services, save_snapshot
 from apos.settings import Settings
 from tests.service.conftest import make_event
@@ -27,6 +31,16 @@ def outcomes(connector: str, ok: int, bad: int, start: int) -> list[dict[str, ob
         )
         for i in range(ok + bad)
     ]
+
+
+def shared_settings(postgres_url: str, redis_url: str, stream: str) -> dict[str, object]:
+    """Settings for instances sharing one PostgreSQL and one Redis."""
+    return {
+        "database_url": postgres_url,
+        "redis_url": redis_url,
+        "event_stream": stream,
+        "stream_block_ms": 50,
+    }
 
 
 def scores(services) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -89,12 +103,7 @@ def test_restored_instances_draw_distinct_decision_ids(sqlite_url: str) -> None:
 def test_instances_share_learning_through_the_applied_stream(
     postgres_url: str, redis_url: str, stream_name: str
 ) -> None:
-    common = {
-        "database_url": postgres_url,
-        "redis_url": redis_url,
-        "event_stream": stream_name,
-        "stream_block_ms": 50,
-    }
+    common = shared_settings(postgres_url, redis_url, stream_name)
     a = build_services(Settings(**common, consumer_name="a"))
     b = build_services(Settings(**common, consumer_name="b"))
     a.start()
@@ -170,3 +179,74 @@ def test_the_applied_stream_keeps_about_stream_maxlen_events_whatever_the_chunk_
     # a small stream_maxlen still keeps enough entries for a restarted tail to resume
     small = _AppliedRetention(5_000)
     assert [small.entries_after(APPLIED_CHUNK) for _ in range(1_000)][-1] == 1_000
+
+
+def _until(check, what: str, seconds: float = 10) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.time() + seconds
+    while not check():
+        assert time.time() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_an_experiment_started_on_one_instance_runs_and_counts_on_every_instance(
+    postgres_url: str, redis_url: str, stream_name: str
+) -> None:
+    common = shared_settings(postgres_url, redis_url, stream_name)
+    settings_a = Settings(**common, consumer_name="a")
+    settings_b = Settings(**common, consumer_name="b")
+    a, b = build_services(settings_a), build_services(settings_b)
+    with (
+        TestClient(build_app(settings_a, a)) as on_a,
+        TestClient(build_app(settings_b, b)) as on_b,
+    ):
+        issued = issue_key("ops", Role.OPERATOR, None, datetime.now(UTC))
+        a.store.create_api_key(issued.record)
+        key = {"Authorization": f"Bearer {issued.token}"}
+        body = {
+            "experiment_id": "exp_shared",
+            "control": {"policy": "rules"},
+            "treatment": {"policy": "thompson"},
+            "merchant_id": "m_alpha",
+        }
+        r = on_a.post("/v1/experiments", json=body, headers=key)
+        assert r.status_code == 201, r.text
+        # b learns of it from the stream, without a restart, and splits its own traffic
+        _until(
+            lambda: on_b.get("/v1/experiments/exp_shared", headers=key).status_code == 200,
+            "b never saw the experiment",
+        )
+        payment = {"merchant_id": "m_alpha", "amount": 1999, "currency": "USD"}
+        d = on_b.post("/v1/route", json={**payment, "payment_id": "pay_x1"}, headers=key).json()
+        assert d["experiment"]["id"] == "exp_shared"
+        # its outcome, stored by a, counts on both; an unrouted payment's counts nowhere
+        events = [
+            make_event(
+                1, payment_id="pay_x1", connector=d["connector"], decision_id=d["decision_id"]
+            ),
+            make_event(2, payment_id="pay_x2", connector="stripe"),
+        ]
+        for event in events:
+            event["occurred_at"] = time.time()
+        assert on_a.post("/v1/events", json=events, headers=key).json()["accepted"] == 2
+
+        def attempts(client: TestClient) -> int:
+            got = client.get("/v1/experiments/exp_shared", headers=key).json()
+            return int(got["control"]["attempts"] + got["treatment"]["attempts"])
+
+        _until(lambda: attempts(on_a) == 1 and attempts(on_b) == 1, "outcome not counted")
+        time.sleep(0.3)
+        assert attempts(on_a) == attempts(on_b) == 1
+        # the id is taken everywhere; stopping on b stops it on a
+        assert on_b.post("/v1/experiments", json=body, headers=key).status_code == 409
+        stopped = on_b.post("/v1/experiments/exp_shared/stop", headers=key)
+        assert stopped.status_code == 200 and stopped.json()["running"] is False
+        _until(
+            lambda: on_a.get("/v1/experiments/exp_shared", headers=key).json()["running"] is False,
+            "a never saw the stop",
+        )
+        d = on_a.post("/v1/route", json={**payment, "payment_id": "pay_x3"}, headers=key).json()
+        assert d["experiment"] is None
+    a.close()
+    b.close()

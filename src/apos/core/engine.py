@@ -524,7 +524,13 @@ class Engine:
         ):
             self._learner.observe(connector, path, success, latency, ts)
         self._breakers.record(connector, merchant, healthy, ts)
-        if self._running and getattr(event, "attempt", 1) == 1:
+        # An experiment compares how APOS routed: only first attempts that followed one of
+        # its decisions count, not payments the switch routed by itself.
+        if (
+            self._running
+            and getattr(event, "attempt", 1) == 1
+            and getattr(event, "decision_id", None)
+        ):
             payment_id = str(getattr(event, "payment_id", ""))
             for experiment in self._running:
                 experiment.record(payment_id, merchant, success, ts)

@@ -14,6 +14,9 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
+
+import orjson
 
 from apos import __version__
 from apos.adapters.bus import build_bus
@@ -249,6 +252,12 @@ def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) 
         pipe.execute()
 
     services.ingestor.add_listener(publish)
+
+    def publish_control(message: dict[str, Any]) -> None:
+        maxlen = retention.entries_after(1)
+        publisher.xadd(stream, {"event": orjson.dumps(message)}, maxlen=maxlen, approximate=True)
+
+    services.routing.share_controls(publish_control)
     # From the snapshot's position if there is one; otherwise from what the stream still
     # holds, so a new instance warms up from recent history rather than from nothing.
     start = saved.stream_position if saved is not None and saved.stream_position else "0"
@@ -270,9 +279,16 @@ def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) 
         events: list[PaymentEvent] = []
         for message in messages:
             try:
-                events.extend(_applied_events(message.payload))
+                entry = _applied_entry(message.payload)
             except ValueError:
                 log.warning("unreadable entry on the applied stream", entry=message.id)
+                continue
+            if isinstance(entry, dict):  # a control message: after the events before it
+                routing.learn(events)
+                events = []
+                routing.apply_control(entry)
+            else:
+                events.extend(entry)
         routing.learn(events)
         return len(messages)
 
@@ -281,12 +297,20 @@ def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) 
     services._closers.extend([publisher.close, tail.close])
 
 
-def _applied_events(payload: bytes) -> list[PaymentEvent]:
-    """The events of one applied-stream entry: a batch (JSON array) written by this version's
-    ``publish``, or one event (an object), as earlier versions wrote them."""
+def _applied_entry(payload: bytes) -> list[PaymentEvent] | dict[str, Any]:
+    """One applied-stream entry: a batch of events (a JSON array) written by ``publish``, a
+    control message (an object with ``control``) written by ``publish_control``, or one event
+    (an object), as earlier versions wrote them.
+
+    Raises:
+        ValueError: None of these.
+    """
     if payload[:1] == b"[":
         return events_from_json(payload)
-    return [PaymentEvent.model_validate_json(payload)]
+    data = orjson.loads(payload)
+    if isinstance(data, dict) and "control" in data:
+        return data
+    return [PaymentEvent.model_validate(data)]
 
 
 def _stream_consumer(services: Services) -> BackgroundWorker:

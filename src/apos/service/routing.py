@@ -11,6 +11,11 @@ ingestor calls it with each batch of newly stored events. With Redis, every inst
 tails the shared ``<event_stream>:applied`` stream, to which every instance appends what it
 stored, so all instances learn from all events, whoever ingested them.
 
+Changes to routing state that are not events (starting or stopping an A/B experiment) travel
+the same way: ``control()`` applies them here when embedded; with Redis it appends them to the
+applied stream, in order with the events, and every instance (this one too) applies them when
+its tail reads them, so every instance splits and counts an experiment alike.
+
 Manual capture sends two success webhooks for one attempt (authorised, then captured); the
 learner must count that attempt once, so final outcomes are deduplicated on
 (payment_id, attempt, connector) over a bounded window.
@@ -18,6 +23,7 @@ learner must count that attempt once, so final outcomes are deduplicated on
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -29,6 +35,7 @@ from apos.adapters.db.decisions import DecisionOutcome, DecisionStore
 from apos.core.decision import Decision, TickReport
 from apos.core.engine import Engine
 from apos.core.events import PaymentEvent
+from apos.core.experiments import Experiment
 from apos.core.payment import Payment
 from apos.service.logs import get_logger
 from apos.service.metrics import Metrics
@@ -140,6 +147,9 @@ class RoutingService:
     ) -> None:
         self.engine = engine
         self.lock = threading.Lock()
+        self._applied = threading.Condition(self.lock)
+        self._publish_control: Callable[[dict[str, Any]], None] | None = None
+        self._waiting: dict[str, BaseException | bool | None] = {}
         self._metrics = metrics
         self._writer = writer
         self._wall = clock
@@ -203,9 +213,71 @@ class RoutingService:
         with self.lock:
             return self.engine.tick(self._clock())
 
+    # Control messages -----------------------------------------------------------------
+
+    def share_controls(self, publish: Callable[[dict[str, Any]], None]) -> None:
+        """Send control messages through ``publish`` (the applied stream) from now on."""
+        self._publish_control = publish
+
+    def control(self, message: dict[str, Any], timeout: float = 5.0) -> None:
+        """Apply ``message`` (see :meth:`apply_control`) on every instance; returns once it
+        holds here. Blocks: call it from a thread.
+
+        Raises:
+            ValueError, KeyError: The engine refused it (duplicate or unknown experiment).
+            TimeoutError: Shared, but this instance's tail did not read it back in time.
+        """
+        if self._publish_control is None:
+            with self.lock:
+                _apply(self.engine, message)
+            return
+        token = os.urandom(8).hex()
+        with self.lock:
+            self._waiting[token] = False
+        try:
+            self._publish_control({**message, "token": token})
+            with self._applied:
+                if not self._applied.wait_for(lambda: self._waiting[token] is not False, timeout):
+                    raise TimeoutError("the change was shared but not yet applied here")
+                outcome = self._waiting[token]
+        finally:
+            with self.lock:
+                self._waiting.pop(token, None)
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+    def apply_control(self, message: dict[str, Any]) -> None:
+        """Apply a control message read from the applied stream; a refused one is logged
+        (and reported to the instance that sent it), never raised."""
+        outcome: BaseException | None = None
+        with self._applied:
+            try:
+                _apply(self.engine, message)
+            except (KeyError, TypeError, ValueError) as exc:
+                outcome = exc
+                log.warning(
+                    "control message refused", control=message.get("control"), error=str(exc)
+                )
+            token = message.get("token")
+            if token in self._waiting:
+                self._waiting[token] = outcome
+                self._applied.notify_all()
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return self.engine.snapshot()
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
+
+
+def _apply(engine: Engine, message: dict[str, Any]) -> None:
+    """Start or stop an experiment: ``{"control": "experiment.start", "experiment": {...}}``
+    (``Experiment.to_dict``) or ``{"control": "experiment.stop", "experiment_id", "at"}``."""
+    kind = message.get("control")
+    if kind == "experiment.start":
+        engine.start_experiment(Experiment.from_dict(message["experiment"]))
+    elif kind == "experiment.stop":
+        engine.stop_experiment(str(message["experiment_id"]), float(message["at"]))
+    else:
+        raise ValueError(f"unknown control message {kind!r}")

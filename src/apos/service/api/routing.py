@@ -21,7 +21,7 @@ from apos.core.payment import Payment
 from apos.service.api.deps import Operator, ServicesDep, Viewer
 from apos.service.api.events import _paged
 from apos.service.auth import forbidden_merchant
-from apos.service.errors import ApiError
+from apos.service.errors import RETRY_AFTER, ApiError
 
 router = APIRouter(prefix="/v1", tags=["routing"])
 
@@ -220,10 +220,10 @@ async def start_experiment(
         merchant_id=merchant,
     )
     with routing.lock:
-        try:
-            routing.engine.start_experiment(experiment)
-        except ValueError as exc:
-            raise ApiError(409, "conflict", str(exc)) from None
+        if any(e.experiment_id == experiment.experiment_id for e in routing.engine.experiments):
+            raise ApiError(409, "conflict", f"experiment {body.experiment_id!r} already exists")
+    message = {"control": "experiment.start", "experiment": experiment.to_dict()}
+    await _control(routing, message)
     await run_in_threadpool(
         services.store.append_audit,
         [
@@ -236,7 +236,26 @@ async def start_experiment(
             )
         ],
     )
-    return result_json(experiment.result(), experiment)
+    with routing.lock:
+        started = _experiment(services, body.experiment_id, merchant)
+        return result_json(started.result(), started)
+
+
+async def _control(routing: Any, message: dict[str, Any]) -> None:
+    """Apply an experiment change on every instance (see ``RoutingService.control``)."""
+    try:
+        await run_in_threadpool(routing.control, message)
+    except ValueError as exc:  # another instance started the same id first
+        raise ApiError(409, "conflict", str(exc)) from None
+    except KeyError as exc:
+        raise ApiError(404, "not_found", f"no experiment {exc}") from None
+    except TimeoutError:
+        raise ApiError(
+            503,
+            "unavailable",
+            "the change is shared but not applied here yet; retry",
+            headers=RETRY_AFTER,
+        ) from None
 
 
 @router.get("/experiments", summary="Experiments with their current results")
@@ -266,7 +285,12 @@ async def stop_experiment(
     routing = services.routing
     with routing.lock:
         experiment = _experiment(services, experiment_id, principal.merchant_id)
-        result = routing.engine.stop_experiment(experiment_id, routing.now().timestamp())
+    at = routing.now().timestamp()
+    await _control(
+        routing, {"control": "experiment.stop", "experiment_id": experiment_id, "at": at}
+    )
+    with routing.lock:
+        result = routing.engine.experiment_result(experiment_id)
     await run_in_threadpool(
         services.store.append_audit,
         [
