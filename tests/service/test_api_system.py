@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+from apos.service.bootstrap import BackgroundWorker
 from tests.service.conftest import Api, make_event
 
 
@@ -51,3 +54,28 @@ def test_errors_carry_code_message_and_request_id(api: Api) -> None:
     assert r.status_code == 404
     assert r.json()["code"] == "not_found" and r.json()["request_id"] == "abc"
     assert r.headers["x-request-id"] == "abc"
+
+
+def test_status_shows_a_failing_or_stopped_worker() -> None:
+    failing = BackgroundWorker("flaky", lambda: 1 // 0)
+    idle = BackgroundWorker("idle", lambda: 0, idle_sleep=0.01)
+    assert failing.status == idle.status == "stopped"
+    failing.start()
+    idle.start()
+    try:
+        deadline = time.time() + 5
+        while failing.failures == 0:
+            assert time.time() < deadline
+            time.sleep(0.01)
+        assert (failing.status, idle.status) == ("failing", "running")
+    finally:
+        failing.stop()
+        idle.stop()
+    assert failing.status == "stopped"
+
+
+def test_status_lists_each_worker_with_its_state(api: Api) -> None:
+    body = api.client.get("/v1/status", headers=api.as_("viewer")).json()
+    workers = body["components"]["workers"]
+    assert workers and set(workers.values()) <= {"running", "failing", "stopped"}
+    assert workers == {w.name: w.status for w in api.services.workers}

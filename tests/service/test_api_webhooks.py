@@ -78,6 +78,11 @@ def test_unusable_webhook_is_dead_lettered_with_the_field(signed: TestClient) ->
     assert any("currency" in e["field"] for e in r.json()["errors"])
     services = signed.app.state.services  # type: ignore[attr-defined]
     assert services.store.count_dead_letters() == 1
+    [letter] = services.store.list_dead_letters(None, 10, None).items
+    secret = payload["content"]["object"]["client_secret"]
+    assert secret not in letter.raw and '"client_secret": "[redacted]"' in letter.raw.replace(
+        '":"', '": "'
+    )
 
 
 def test_without_a_secret_an_operator_key_is_required(api: Api) -> None:

@@ -44,6 +44,9 @@ def test_card_numbers_emails_keys_and_secrets_are_masked(json_logs) -> None:  # 
         order="1234567890123",  # 13 digits, not Luhn-valid: left alone
     )
     logging.getLogger("uvicorn.error").error("stdlib says 4242424242424242")
+    get_logger("api").info(
+        "retrying with password=hunter2 and Basic dXNlcjpodW50ZXIy card_4000056655665556"
+    )
     text = json.dumps(json_logs())
     for secret in (
         "4111-1111-1111-1111",
@@ -53,6 +56,9 @@ def test_card_numbers_emails_keys_and_secrets_are_masked(json_logs) -> None:  # 
         "plain-secret",
         "abc.def",
         "4242424242424242",
+        "hunter2",
+        "dXNlcjpodW50ZXIy",
+        "4000056655665556",
     ):
         assert secret not in text, secret
     assert "****1111" in text and "****4444" in text and "1234567890123" in text

@@ -74,7 +74,9 @@ def looks_like_card_number(text: str) -> bool:
     return total % 10 == 0
 
 
-_CARD_CANDIDATE = re.compile(r"(?<![\w])(?:\d[ -]?){12,18}\d(?![\w])")
+# Bounded by non-digits only: "card_4111111111111111" or "pan4111..." is still a card number
+# (masking a digit run inside an identifier errs on the safe side).
+_CARD_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 
 
 def redact_card_numbers(text: str) -> str:

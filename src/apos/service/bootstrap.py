@@ -29,7 +29,7 @@ from apos.core.config import EngineConfig
 from apos.core.engine import Engine
 from apos.core.events import PaymentEvent, events_from_json, events_to_json
 from apos.service.auth import KeyVerifier
-from apos.service.ingest import Ingestor
+from apos.service.ingest import Ingestor, dead_letter_text
 from apos.service.logs import get_logger
 from apos.service.metrics import Metrics
 from apos.service.routing import DecisionWriter, RoutingService
@@ -53,6 +53,7 @@ class BackgroundWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._idle_sleep = idle_sleep
+        self.failures = 0  # consecutive failed steps
 
     def start(self) -> None:
         self._stop.clear()
@@ -68,15 +69,24 @@ class BackgroundWorker:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def status(self) -> str:
+        """``running``, ``failing`` (its last step raised; it is backing off) or ``stopped``."""
+        if not self.running:
+            return "stopped"
+        return "failing" if self.failures else "running"
+
     def _run(self) -> None:
         backoff = 0.1
         while not self._stop.is_set():
             try:
                 did = self._step()
                 backoff = 0.1
+                self.failures = 0
                 if not did and self._idle_sleep:
                     self._stop.wait(self._idle_sleep)
             except Exception:
+                self.failures += 1
                 log.exception(
                     "background worker step failed; backing off",
                     worker=self.name,
@@ -395,7 +405,7 @@ def poison_to_dead_letter(store: Store, message: BusMessage) -> None:
         [
             DeadLetter(
                 source="redis",
-                raw=message.payload.decode("utf-8", errors="replace"),
+                raw=dead_letter_text(message.payload),
                 reason=f"gave up after {message.deliveries} deliveries",
                 received_at=datetime.now(UTC),
             )

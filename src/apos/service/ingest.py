@@ -21,7 +21,7 @@ import orjson
 from apos.adapters.ports import BusMessage, DeadLetter, Store
 from apos.core.events import EventValidationError, FieldError, PaymentEvent, parse_event
 from apos.core.iso import redact_card_numbers
-from apos.service.logs import get_logger
+from apos.service.logs import get_logger, mask_secret_pairs
 from apos.service.metrics import Metrics
 
 log = get_logger("ingest")
@@ -68,8 +68,9 @@ class IngestReport:
         }
 
 
-def _raw_text(payload: Any) -> str:
-    """The payload as text for the dead-letter store, with card numbers redacted."""
+def dead_letter_text(payload: Any) -> str:
+    """The payload as text for the dead-letter store, with card numbers and the values of
+    secret-named fields (``client_secret``, ``password``, ...) redacted."""
     if isinstance(payload, bytes | bytearray):
         text = bytes(payload).decode("utf-8", errors="replace")
     elif isinstance(payload, str):
@@ -79,7 +80,7 @@ def _raw_text(payload: Any) -> str:
             text = orjson.dumps(payload, default=str).decode()
         except TypeError:
             text = repr(payload)
-    return redact_card_numbers(text)
+    return mask_secret_pairs(redact_card_numbers(text))
 
 
 def _merchant_of(payload: Any) -> str | None:
@@ -139,7 +140,7 @@ class Ingestor:
                 letters.append(
                     DeadLetter(
                         source=source,
-                        raw=_raw_text(payload),
+                        raw=dead_letter_text(payload),
                         reason=str(exc),
                         received_at=received_at,
                         merchant_id=merchant_scope or _merchant_of(payload),
@@ -190,7 +191,9 @@ class Ingestor:
                 payloads.append(orjson.loads(message.payload))
             except orjson.JSONDecodeError as exc:
                 broken.append(
-                    DeadLetter(source, _raw_text(message.payload), f"invalid JSON: {exc}", now)
+                    DeadLetter(
+                        source, dead_letter_text(message.payload), f"invalid JSON: {exc}", now
+                    )
                 )
         if broken:
             self._store.add_dead_letters(broken)
@@ -207,7 +210,7 @@ class Ingestor:
         ``merchant_scope``: as for :meth:`ingest`.
         """
         merchant = merchant_scope or _merchant_of(raw)
-        letter = DeadLetter(source, _raw_text(raw), reason, datetime.now(UTC), merchant)
+        letter = DeadLetter(source, dead_letter_text(raw), reason, datetime.now(UTC), merchant)
         self._store.add_dead_letters([letter])
         self._metrics.dead_letters.labels(source).inc()
         self._metrics.events_processed.labels(source, "rejected").inc()

@@ -1,8 +1,8 @@
 """Structured JSON logs, one event per line, with secrets and card data masked.
 
 Every record passes through :func:`mask_sensitive`, which rewrites card numbers (Luhn-valid
-13-19 digit runs), e-mail addresses, bearer tokens, passwords in connection URLs
-and APOS API keys wherever they appear,
+13-19 digit runs), e-mail addresses, bearer and basic credentials, passwords in connection
+URLs, ``secret=...``-style pairs and APOS API keys wherever they appear,
 and blanks values of keys that name secrets (``password``, ``secret``, ``api_key``, ...).
 The request id of the current HTTP request is bound through ``structlog.contextvars``.
 """
@@ -21,12 +21,26 @@ from apos.core.iso import redact_card_numbers
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _API_KEY = re.compile(r"apos_key_[0-9a-f]+_[A-Za-z0-9_\-]+")
-_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]+")
+_BEARER = re.compile(r"(?i)\b((?:bearer|basic)\s+)[A-Za-z0-9._~+/=\-]+")
+# key=value / key: value / "key": "value" of a secret-named key inside free text.
+_SECRET_PAIR = re.compile(
+    r"(?i)\b((?:client_)?secret|pass(?:word|wd)?|pwd|api[_-]?key|access[_-]?key|hash_key|token)"
+    r"(\"?\s*[:=]\s*\"?)([^\s\"',;&]+)"
+)
 # The password of a connection URL (postgresql://app:pw@db/..., redis://:pw@cache:6379).
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*:)[^\s@/]+@")
 _SECRET_KEYS = re.compile(
     r"(?i)(pass(word)?|secret|api[_-]?key|token|authorization|hash_key|card_number|cvc|cvv)"
 )
+
+
+def mask_secret_pairs(text: str) -> str:
+    """Blank the value of every ``secret=...``-style pair (also JSON ``"secret": "..."``).
+
+    >>> mask_secret_pairs('{"client_secret": "pay_1_secret_x", "amount": 1999}')
+    '{"client_secret": "[redacted]", "amount": 1999}'
+    """
+    return _SECRET_PAIR.sub(r"\1\2[redacted]", text)
 
 
 def mask_text(text: str) -> str:
@@ -36,12 +50,15 @@ def mask_text(text: str) -> str:
     'card [card ****4242] for [email]'
     >>> mask_text("connecting to postgresql://app:s3cret@db.internal/apos")
     'connecting to postgresql://app:[redacted]@db.internal/apos'
+    >>> mask_text('login password=hunter2 then {"client_secret": "cs_123"}')
+    'login password=[redacted] then {"client_secret": "[redacted]"}'
     """
     text = redact_card_numbers(text)
     # Before e-mails: "pw@db.internal" would otherwise be masked as an address, half-way.
     text = _URL_PASSWORD.sub(r"\1[redacted]@", text)
     text = _EMAIL.sub("[email]", text)
     text = _API_KEY.sub("[api key]", text)
+    text = mask_secret_pairs(text)
     return _BEARER.sub(r"\1[token]", text)
 
 

@@ -76,7 +76,7 @@ async def status(services: ServicesDep, principal: Viewer) -> dict[str, Any]:
                 "stream": settings.event_stream if settings.redis_url else None,
                 "pending": facts["pending"],
             },
-            "workers": {w.name: "running" for w in services.workers},
+            "workers": {w.name: w.status for w in services.workers},
         },
         "counts": {"events": facts["events"], "dead_letters": facts["dead_letters"]},
         "merchant_scope": merchant,
