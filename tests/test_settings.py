@@ -50,3 +50,66 @@ def test_unknown_toml_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("APOS_CONFIG", str(config))
     with pytest.raises(SettingsError, match="DATABSE_URL"):
         load_settings()
+
+
+def test_malformed_toml_names_the_file_and_position(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "apos.toml"
+    config.write_text("port = 9000\ndatabase_url = = 'x'\n")
+    monkeypatch.setenv("APOS_CONFIG", str(config))
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "APOS_CONFIG" in message and str(config) in message
+    assert "line 2, column 16" in message
+
+
+def test_toml_that_is_not_utf8_is_a_settings_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "apos.toml"
+    config.write_bytes(b"port = 9000\n\xff\n")
+    monkeypatch.setenv("APOS_CONFIG", str(config))
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["stripe,adyen", " Stripe , adyen,, ", '["stripe", "adyen"]', "stripe,adyen,stripe"],
+)
+def test_list_settings_take_commas_or_json(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APOS_CONNECTORS", value)
+    assert load_settings().connectors == ("stripe", "adyen")
+
+
+def test_list_settings_from_toml_and_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "apos.toml"
+    config.write_text('connectors = ["worldpay", "adyen"]\n')
+    monkeypatch.setenv("APOS_CONFIG", str(config))
+    assert load_settings().connectors == ("worldpay", "adyen")
+    assert load_settings(connectors=["checkout"]).connectors == ("checkout",)
+
+
+@pytest.mark.parametrize("value", ["", " , ", '["stripe"', "[1, 2]"])
+def test_bad_list_settings_name_the_variable(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APOS_CONNECTORS", value)
+    with pytest.raises(SettingsError, match="APOS_CONNECTORS"):
+        load_settings()
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_blank_webhook_secret_is_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APOS_HYPERSWITCH_WEBHOOK_SECRET", value)
+    with pytest.raises(SettingsError, match="APOS_HYPERSWITCH_WEBHOOK_SECRET: .*empty"):
+        load_settings()
+
+
+def test_webhook_secret_set_or_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().hyperswitch_webhook_secret is None
+    monkeypatch.setenv("APOS_HYPERSWITCH_WEBHOOK_SECRET", "hash-key")
+    secret = load_settings().hyperswitch_webhook_secret
+    assert secret is not None and secret.get_secret_value() == "hash-key"

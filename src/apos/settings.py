@@ -2,26 +2,53 @@
 
 Precedence (highest first): constructor arguments, environment (``APOS_DATABASE_URL``, ...),
 the TOML file named by ``APOS_CONFIG`` (flat keys, same names without the prefix), defaults.
+List-valued settings take a comma-separated list (``APOS_CONNECTORS=stripe,adyen``) or a JSON
+array. Every bad value, and a TOML file that does not parse, is a :class:`SettingsError`.
 The defaults are the embedded ones (SQLite file, in-process bus), so a newcomer needs nothing
 installed; setting ``database_url`` / ``redis_url`` switches to PostgreSQL / Redis Streams.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as SourceError
 
 AutonomyMode = Literal["observe", "propose", "autonomous"]
+
+
+class SettingsError(Exception):
+    """Raised at start when configuration is invalid; the message lists every bad value."""
+
+
+def _split_list(value: object) -> object:
+    """A string (an env var) is a JSON array when it starts with ``[``, else comma-separated."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a valid JSON array ({exc})") from None
+    return text.split(",")
+
+
+# NoDecode stops the env source from insisting on JSON; _split_list takes either form.
+StrList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_list)]
 
 
 def _default_consumer_name() -> str:
@@ -52,10 +79,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
     # Hyperswitch: the profile's payment_response_hash_key; when set, webhooks must be signed.
+    # Set but empty is refused (see _secret_not_empty).
     hyperswitch_webhook_secret: SecretStr | None = None
 
     # Routing. More connectors are learnt from events and from eligible lists in requests.
-    connectors: tuple[str, ...] = ("stripe", "adyen", "checkout")
+    connectors: StrList = ("stripe", "adyen", "checkout")
     engine_seed: int = 0
     # A TOML or JSON file holding an EngineConfig (policies per merchant, learner, breakers).
     routing_config: Path | None = None
@@ -99,6 +127,19 @@ class Settings(BaseSettings):
             raise ValueError("name at least one connector")
         return names
 
+    @field_validator("hyperswitch_webhook_secret")
+    @classmethod
+    def _secret_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        """Refuse a blank secret rather than read it as unset.
+
+        A blank value is nearly always a template variable that was not filled in: the
+        operator meant webhooks to be signed, and no signature can match an empty key.
+        Reading it as unset would silently switch webhooks to operator-key auth instead.
+        """
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is empty; set the profile's payment_response_hash_key or unset it")
+        return value
+
     @field_validator("routing_config")
     @classmethod
     def _readable_config(cls, value: Path | None) -> Path | None:
@@ -128,12 +169,15 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_file = os.environ.get("APOS_CONFIG")
         if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+            try:  # the source reads and parses the file here
+                toml = TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                # tomllib's message ends with "(at line L, column C)".
+                raise SettingsError(
+                    f"invalid configuration:\n  APOS_CONFIG: {config_file} is not valid TOML: {exc}"
+                ) from None
+            sources.append(toml)
         return tuple(sources)
-
-
-class SettingsError(Exception):
-    """Raised at start when configuration is invalid; the message lists every bad value."""
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -149,3 +193,5 @@ def load_settings(**overrides: object) -> Settings:
             name = ".".join(str(p) for p in err["loc"])
             lines.append(f"  APOS_{name.upper()}: {err['msg']}")
         raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None
+    except SourceError as exc:  # a value a source could not decode (e.g. bad JSON)
+        raise SettingsError(f"invalid configuration:\n  {exc}") from None

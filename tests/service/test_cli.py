@@ -89,6 +89,33 @@ def test_db_upgrade_and_bad_settings(env: str, monkeypatch: pytest.MonkeyPatch) 
     assert result.exit_code == 2 and "APOS_DATABASE_URL" in result.output
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("APOS_CONFIG", None, "not valid TOML"),
+        ("APOS_CONNECTORS", '["stripe"', "APOS_CONNECTORS"),
+        ("APOS_HYPERSWITCH_WEBHOOK_SECRET", "", "APOS_HYPERSWITCH_WEBHOOK_SECRET"),
+    ],
+)
+def test_settings_errors_are_a_clean_exit(
+    env: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str | None,
+    expected: str,
+) -> None:
+    if value is None:
+        config = tmp_path / "apos.toml"
+        config.write_text("port = = 1\n")
+        value = str(config)
+    monkeypatch.setenv(variable, value)
+    result = runner.invoke(app, ["db", "upgrade"])
+    # The console wraps long lines; compare with the line breaks taken out.
+    assert result.exit_code == 2 and expected in " ".join(result.output.split())
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 def test_ingest_csv_exported_with_a_byte_order_mark(env: str, tmp_path: Path) -> None:
     # Spreadsheets save "CSV UTF-8" with a BOM before the first column name.
     path = tmp_path / "export.csv"
