@@ -178,6 +178,20 @@ def test_open_connectors_are_skipped_and_listed_last() -> None:
     assert any("held back by open breaker: stripe" in r for r in d.reasons)
 
 
+def test_elimination_can_be_turned_off_for_one_merchant() -> None:
+    config = EngineConfig(merchants={"m2": {"elimination": False}})
+    engine = Engine(CONNECTORS, seed=8, config=config)
+    for merchant in ("m1", "m2"):
+        warm(engine, {"stripe": 0.9, "adyen": 0.85, "checkout": 0.8}, merchant=merchant)
+    outage(engine, "stripe", T0)
+    assert engine.breaker_state("stripe") is BreakerState.OPEN
+    m1 = [engine.route(payment(merchant="m1", payment_id=f"a{i}"), T0 + 5) for i in range(50)]
+    m2 = [engine.route(payment(merchant="m2", payment_id=f"b{i}"), T0 + 5) for i in range(50)]
+    assert "stripe" not in {d.connector for d in m1}
+    assert "stripe" in {d.connector for d in m2}
+    assert not any("held back" in r for d in m2 for r in d.reasons)
+
+
 def test_never_zero_connectors_even_when_the_only_eligible_one_is_open() -> None:
     engine = Engine(CONNECTORS, seed=9)
     for i in range(5):

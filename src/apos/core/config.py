@@ -187,6 +187,9 @@ class PolicyConfig(BaseModel):
         rules: The static rules, tried in order; the fallback of every policy.
         priority: Last resort of the rules when no rule matches; empty means the order the
             engine was given its connectors in.
+        elimination: Whether connectors whose breaker is open are taken out of this
+            merchant's rotation (and probed). The breakers keep counting either way; turn it
+            off only for a merchant whose switch does its own failover.
     """
 
     model_config = _FROZEN
@@ -200,6 +203,7 @@ class PolicyConfig(BaseModel):
     min_evidence: float = Field(default=10.0, ge=0.0)
     rules: tuple[RoutingRule, ...] = ()
     priority: tuple[str, ...] = ()
+    elimination: bool = True
 
     @field_validator("priority")
     @classmethod

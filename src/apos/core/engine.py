@@ -252,7 +252,7 @@ class Engine:
         half_open: list[int] = []
         opened: list[int] = []
         board = self._breakers
-        if board.all_closed_for(merchant):
+        if not policy_cfg.elimination or board.all_closed_for(merchant):
             closed = list(range(n))
         else:
             for i, connector in enumerate(eligible):
