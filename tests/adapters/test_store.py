@@ -74,20 +74,24 @@ def expected_rollups(events: list[PaymentEvent]) -> list[MetricRollup]:
     for e in events:
         minute = datetime.fromtimestamp(e.occurred_ts // 60 * 60, tz=UTC)
         groups[(minute, e.merchant_id, e.connector)].append(e)
-    return [
-        MetricRollup(
-            minute=minute,
-            merchant_id=merchant,
-            connector=connector,
-            attempts=len(group),
-            successes=sum(e.status in ("succeeded", "authorized") for e in group),
-            failures=sum(e.status == "failed" for e in group),
-            amount_minor=sum(e.amount for e in group),
-            latency_ms_sum=sum(e.latency_ms for e in group if e.latency_ms is not None),
-            latency_count=sum(e.latency_ms is not None for e in group),
+    rollups = []
+    for (minute, merchant, connector), group in sorted(groups.items()):
+        final = [e for e in group if e.status in ("succeeded", "authorized", "failed")]
+        rollups.append(
+            MetricRollup(
+                minute=minute,
+                merchant_id=merchant,
+                connector=connector,
+                attempts=len(final),
+                successes=sum(e.status in ("succeeded", "authorized") for e in final),
+                failures=sum(e.status == "failed" for e in final),
+                non_final=len(group) - len(final),
+                amount_minor=sum(e.amount for e in final),
+                latency_ms_sum=sum(e.latency_ms for e in final if e.latency_ms is not None),
+                latency_count=sum(e.latency_ms is not None for e in final),
+            )
         )
-        for (minute, merchant, connector), group in sorted(groups.items())
-    ]
+    return rollups
 
 
 # Events ---------------------------------------------------------------------------------
@@ -168,9 +172,53 @@ def test_rollups_are_exact_under_duplicates_and_redelivery(store: SqlStore) -> N
 
     rollups = store.list_rollups(None, None, T0 - timedelta(hours=1), T0 + timedelta(hours=1))
     assert rollups == expected_rollups(events)
-    assert sum(r.attempts for r in rollups) == 60
-    # Pending, requires_action and cancelled are attempts but neither success nor failure.
-    assert sum(r.successes + r.failures for r in rollups) < 60
+    assert sum(r.attempts + r.non_final for r in rollups) == 60
+    # Pending, requires_action and cancelled are not attempts: only final outcomes are.
+    assert all(r.attempts == r.successes + r.failures for r in rollups)
+    assert sum(r.non_final for r in rollups) == 30
+
+
+def test_rollups_count_final_outcomes_only(store: SqlStore) -> None:
+    # A Hyperswitch payment reported "processing", then "succeeded"; and one that waited
+    # on 3DS, then failed; and one still pending. Both in one batch and across batches.
+    at = datetime(2026, 1, 1, 10, 0, 5, tzinfo=UTC)
+    flow = [
+        ("pending", 1, 11.0),
+        ("succeeded", 1, 40.0),
+        ("requires_action", 2, 12.0),
+        ("failed", 2, 60.0),
+        ("pending", 3, None),
+        ("cancelled", 4, 5.0),
+    ]
+    events = [
+        make_event(
+            n,
+            payment_id=f"pay_flow_{payment}",
+            attempt=1,
+            merchant_id="m",
+            connector="stripe",
+            status=status,
+            amount=1000 * payment,
+            latency_ms=latency,
+            occurred_at=at + timedelta(seconds=n),
+        )
+        for n, (status, payment, latency) in enumerate(flow)
+    ]
+    store.insert_events(events[:1], RECEIVED)
+    store.insert_events(events[1:4], RECEIVED)
+    store.insert_events(events, RECEIVED)  # redelivery: nothing counted twice
+    [rollup] = store.list_rollups("m", "stripe", at - timedelta(hours=1), at + timedelta(hours=1))
+    assert (rollup.attempts, rollup.successes, rollup.failures, rollup.non_final) == (2, 1, 1, 4)
+    assert rollup.successes / rollup.attempts == 0.5
+    assert rollup.amount_minor == 1000 + 2000  # the attempts' amounts, each once
+    assert (rollup.latency_ms_sum, rollup.latency_count) == (100.0, 2)
+
+    store.insert_events(
+        [make_event(10, merchant_id="m2", status="pending", occurred_at=at)], RECEIVED
+    )
+    [waiting] = store.list_rollups("m2", None, at - timedelta(hours=1), at + timedelta(hours=1))
+    assert (waiting.attempts, waiting.non_final, waiting.amount_minor) == (0, 1, 0)
+    assert waiting.latency_count == 0 and waiting.latency_ms_sum == 0.0
 
 
 def test_rollups_bucket_by_utc_minute_of_event_time(store: SqlStore) -> None:
@@ -247,7 +295,8 @@ def test_large_batch_with_duplicates(store: SqlStore) -> None:
     assert len(result.inserted_ids) == 4900
     assert store.count_events() == 5000
     totals = store.list_rollups(None, None, T0, T0 + timedelta(days=2))
-    assert sum(r.attempts for r in totals) == 5000
+    assert sum(r.attempts + r.non_final for r in totals) == 5000
+    assert totals == expected_rollups(events)
 
 
 def test_concurrent_writers_with_overlapping_batches(store: SqlStore) -> None:
@@ -606,3 +655,71 @@ def test_migrated_schema_matches_models(database_url: str) -> None:
         }
         assert {"add_column", "modify_type"} <= kinds
     engine.dispose()
+
+
+def _rollups_as_of_0003(events: list[PaymentEvent]) -> list[tuple[Any, ...]]:
+    """The rollups revision 0003 kept: every event an attempt, every event in the sums."""
+    restated = []
+    for r in expected_rollups(events):
+        group = [
+            e
+            for e in events
+            if (e.merchant_id, e.connector) == (r.merchant_id, r.connector)
+            and r.minute <= e.occurred_at < r.minute + timedelta(minutes=1)
+        ]
+        latencies = [e.latency_ms for e in group if e.latency_ms is not None]
+        restated.append(
+            (
+                r.minute,
+                r.merchant_id,
+                r.connector,
+                len(group),
+                r.successes,
+                r.failures,
+                sum(e.amount for e in group),
+                sum(latencies),
+                len(latencies),
+            )
+        )
+    return restated
+
+
+def test_migration_0004_restates_stored_rollups(database_url: str) -> None:
+    from alembic import command
+
+    from apos.adapters.db.migrate import alembic_config
+    from apos.adapters.db.types import UtcDateTime
+
+    events = [make_event(n) for n in range(150)]
+    store = SqlStore(database_url)
+    store.insert_events(events, RECEIVED)
+    store.close()
+    old = sa.table(
+        "metric_rollups",
+        sa.column("minute", UtcDateTime()),
+        *(
+            sa.column(name)
+            for name in (
+                "merchant_id",
+                "connector",
+                "attempts",
+                "successes",
+                "failures",
+                "amount_minor",
+                "latency_ms_sum",
+                "latency_count",
+            )
+        ),
+    )
+    engine = sa.create_engine(database_url)
+    try:
+        command.downgrade(alembic_config(database_url), "0003")
+        with engine.connect() as connection:
+            stored = connection.execute(sa.select(old).order_by(*old.c[:3])).all()
+        assert [tuple(row) for row in stored] == _rollups_as_of_0003(events)
+    finally:
+        engine.dispose()
+        upgrade_database(database_url)  # back to head, which restates them again
+    store = SqlStore(database_url)
+    assert store.list_rollups(None, None, T0, T0 + timedelta(days=1)) == expected_rollups(events)
+    store.close()

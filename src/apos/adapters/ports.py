@@ -96,7 +96,18 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class MetricRollup:
-    """Per-minute counts for one merchant x connector, maintained as events are written."""
+    """Per-minute counts for one merchant x connector, maintained as events are written.
+
+    Attributes:
+        minute: The UTC minute of the events' ``occurred_at``.
+        attempts: Events with a final outcome (``successes + failures``).
+        successes: Succeeded or authorised events; the success rate is ``successes / attempts``.
+        failures: Failed events.
+        non_final: Pending, requires_action and cancelled events (not attempts).
+        amount_minor: Sum of the attempts' amounts, in minor units (currencies mixed).
+        latency_ms_sum: Sum of the attempts' latencies, over ``latency_count`` of them.
+        latency_count: Attempts that reported a latency.
+    """
 
     minute: datetime
     merchant_id: str
@@ -104,6 +115,7 @@ class MetricRollup:
     attempts: int
     successes: int
     failures: int
+    non_final: int
     amount_minor: int
     latency_ms_sum: float
     latency_count: int

@@ -14,6 +14,11 @@ shapes the code:
   lock held throughout), which in turn had replaced multi-row VALUES (4-5x slower still).
 * Rows are written in ``event_id`` order and rollups in key order: concurrent writers of
   overlapping batches then wait for each other in one global order instead of deadlocking.
+
+A rollup counts an event as an attempt only once its outcome is final
+(:attr:`PaymentStatus.is_final`), so ``successes / attempts`` is a success rate over decided
+outcomes: a payment reported "processing" and then "succeeded" is one attempt and one
+success, plus one ``non_final`` event. Amounts and latencies are those of the attempts.
 """
 
 from __future__ import annotations
@@ -42,14 +47,16 @@ EVENT_FIELDS: tuple[str, ...] = tuple(
     c.name for c in payment_events.columns if c.name != "received_at"
 )
 
-_SUCCESS = frozenset({PaymentStatus.SUCCEEDED.value, PaymentStatus.AUTHORIZED.value})
-_FAILED = PaymentStatus.FAILED.value
+# Derived from PaymentStatus so that rollups and routing agree on what an outcome is.
+_FINAL = frozenset(s for s in PaymentStatus if s.is_final)
+_SUCCESS = frozenset(s for s in PaymentStatus if s.is_success)
 
 _ROLLUP_KEY = ("minute", "merchant_id", "connector")
 _ROLLUP_SUMS = (
     "attempts",
     "successes",
     "failures",
+    "non_final",
     "amount_minor",
     "latency_ms_sum",
     "latency_count",
@@ -149,6 +156,7 @@ def aggregate_rollups(events: Iterable[PaymentEvent]) -> list[dict[str, Any]]:
     """Per (minute, merchant, connector) sums of ``events``, as rows for ``metric_rollups``.
 
     The minute is ``occurred_at`` truncated in UTC (event time, like the rest of APOS).
+    A non-final event only adds to ``non_final``; see the module docstring.
     Rows come out in key order so that upserts lock them in one global order.
     """
     sums: dict[tuple[datetime, str, str], list[Any]] = {}
@@ -159,16 +167,19 @@ def aggregate_rollups(events: Iterable[PaymentEvent]) -> list[dict[str, Any]]:
         key = (at.replace(second=0, microsecond=0), event.merchant_id, event.connector)
         acc = sums.get(key)
         if acc is None:
-            acc = sums[key] = [0, 0, 0, 0, 0.0, 0]
+            acc = sums[key] = [0, 0, 0, 0, 0, 0.0, 0]
+        if event.status not in _FINAL:
+            acc[3] += 1
+            continue
         acc[0] += 1
         if event.status in _SUCCESS:
             acc[1] += 1
-        elif event.status == _FAILED:
+        else:
             acc[2] += 1
-        acc[3] += event.amount
+        acc[4] += event.amount
         if event.latency_ms is not None:
-            acc[4] += event.latency_ms
-            acc[5] += 1
+            acc[5] += event.latency_ms
+            acc[6] += 1
     return [
         {
             "minute": key[0],
@@ -177,9 +188,10 @@ def aggregate_rollups(events: Iterable[PaymentEvent]) -> list[dict[str, Any]]:
             "attempts": acc[0],
             "successes": acc[1],
             "failures": acc[2],
-            "amount_minor": acc[3],
-            "latency_ms_sum": acc[4],
-            "latency_count": acc[5],
+            "non_final": acc[3],
+            "amount_minor": acc[4],
+            "latency_ms_sum": acc[5],
+            "latency_count": acc[6],
         }
         for key, acc in sorted(sums.items())
     ]

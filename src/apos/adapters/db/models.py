@@ -151,7 +151,9 @@ healing_actions = sa.Table(
     sa.Index(None, "status"),
 )
 
-# Maintained in the same transaction as the events it counts, so it is exact.
+# Maintained in the same transaction as the events it counts, so it is exact. Only final
+# outcomes are attempts (attempts = successes + failures); amounts and latencies are theirs.
+# Pending, requires_action and cancelled events are counted in non_final alone.
 metric_rollups = sa.Table(
     "metric_rollups",
     metadata,
@@ -161,6 +163,8 @@ metric_rollups = sa.Table(
     sa.Column("attempts", sa.BigInteger, nullable=False),
     sa.Column("successes", sa.BigInteger, nullable=False),
     sa.Column("failures", sa.BigInteger, nullable=False),
+    # The default serves instances of the previous release during a rolling upgrade.
+    sa.Column("non_final", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     sa.Column("amount_minor", sa.BigInteger, nullable=False),
     sa.Column("latency_ms_sum", sa.Float, nullable=False),
     sa.Column("latency_count", sa.BigInteger, nullable=False),
