@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from typer.testing import CliRunner
 
 from apos.adapters.db import SqlStore
 from apos.cli.main import app
+from apos.service.bootstrap import build_services
+from apos.settings import Settings
 from tests.service.conftest import make_event
 
 runner = CliRunner()
@@ -142,3 +145,85 @@ def test_ingest_shows_a_progress_bar_on_stderr(env: str, tmp_path: Path) -> None
     assert "ingest events.jsonl" in result.stderr and "100%" in result.stderr
     # The totals stay alone on stdout, so scripts can parse them.
     assert json.loads(result.stdout) == {"accepted": 30, "duplicates": 0, "rejected": 0}
+
+
+def _final_and_pending(count: int) -> list[dict[str, object]]:
+    """``count`` events on distinct payments: 4 in 5 final, the rest pending or 3DS."""
+    now = time.time() - 1
+    statuses = ("succeeded", "failed", "authorized", "succeeded", "pending")
+    events = []
+    for i in range(count):
+        status = statuses[i % 5]
+        if status == "pending" and i % 2:
+            status = "requires_action"
+        events.append(make_event(i, connector="adyen", status=status, occurred_at=now))
+    return events
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_ingest_teaches_running_instances_through_the_applied_stream(
+    postgres_url: str,
+    redis_url: str,
+    stream_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    running = build_services(
+        Settings(
+            database_url=postgres_url,
+            redis_url=redis_url,
+            event_stream=stream_name,
+            stream_block_ms=50,
+            consumer_name="running",
+        )
+    )
+    running.start()
+    try:
+        learned = running.routing.events_learned
+        events = _final_and_pending(250)
+        final = sum(e["status"] in ("succeeded", "authorized", "failed") for e in events)
+        assert final == 200
+        path = tmp_path / "events.jsonl"
+        path.write_text("\n".join(json.dumps(e) for e in events) + "\n")
+        monkeypatch.setenv("APOS_DATABASE_URL", postgres_url)
+        monkeypatch.setenv("APOS_REDIS_URL", redis_url)
+        monkeypatch.setenv("APOS_EVENT_STREAM", stream_name)
+
+        result = runner.invoke(app, ["ingest", str(path), "--batch-size", "64"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout) == {
+            "accepted": 250,
+            "duplicates": 0,
+            "rejected": 0,
+            "published": 250,
+        }
+        deadline = time.time() + 10
+        while running.routing.events_learned < learned + final:
+            assert time.time() < deadline, running.routing.events_learned - learned
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert running.routing.events_learned == learned + final  # non-final: not learnt
+
+        again = runner.invoke(app, ["ingest", str(path)])  # nothing new: nothing published
+        assert again.exit_code == 0, again.output
+        assert json.loads(again.stdout)["published"] == 0
+        time.sleep(0.3)
+        assert running.routing.events_learned == learned + final
+    finally:
+        running.close()
+
+
+def test_ingest_refuses_to_start_when_the_configured_redis_is_down(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(make_event(1)) + "\n")
+    monkeypatch.setenv("APOS_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("APOS_REDIS_URL", "redis://127.0.0.1:1/0")
+    result = runner.invoke(app, ["ingest", str(path)])
+    assert result.exit_code == 2
+    assert "unreachable" in result.stderr
+    store = SqlStore(sqlite_url)
+    assert store.count_events() == 0  # stored now, they could never be learnt by the others
+    store.close()

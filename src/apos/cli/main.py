@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -17,6 +17,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from apos.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from apos.core.events import PaymentEvent
 
 app = typer.Typer(
     help="APOS: autonomous payment orchestration.",
@@ -213,7 +216,13 @@ def ingest(
 
     Idempotent by event_id: re-running on the same file stores nothing twice. Lines that
     cannot be parsed go to the dead-letter store with the line number and reason.
+
+    With APOS_REDIS_URL set, the newly stored events are also appended to the applied
+    stream, as the service does, so running instances learn them ("published" in the
+    totals). On embedded defaults (no Redis) a running server does not learn from this
+    process, not even after a restart: to teach it, POST the events to its /v1/events.
     """
+    from apos.service.bootstrap import AppliedPublisher
     from apos.service.ingest import Ingestor
     from apos.service.metrics import Metrics
 
@@ -222,10 +231,25 @@ def ingest(
         console.print(f"[red]--format must be jsonl or csv, not {kind!r}[/red]")
         raise typer.Exit(2)
     settings = _settings()
+    publisher = AppliedPublisher(settings) if settings.redis_url else None
+    if publisher is not None and not publisher.ping():
+        # Stored now, they would never reach the running instances: a rerun skips them.
+        publisher.close()
+        console.print(f"[red]Redis at {_redacted(settings.redis_url or '')} is unreachable[/red]")
+        raise typer.Exit(2)
     store = _store(settings)
     ingestor = Ingestor(store, Metrics())
     source = f"file:{file.name}"
     totals = {"accepted": 0, "duplicates": 0, "rejected": 0}
+    if publisher is not None:
+        totals["published"] = 0
+        send = publisher
+
+        def publish(events: Sequence[PaymentEvent]) -> None:
+            send(events)
+            totals["published"] += len(events)
+
+        ingestor.add_listener(publish)
     size = file.stat().st_size
     # utf-8-sig: spreadsheet "CSV UTF-8" exports start with a BOM, which would otherwise
     # glue itself to the first column name and make every row fail validation.
@@ -264,9 +288,18 @@ def ingest(
             flush()
         progress.update(task, completed=size)
     store.close()
+    if publisher is not None:
+        publisher.close()
     typer.echo(orjson.dumps(totals).decode())
     if totals["rejected"]:
         console.print(f"{totals['rejected']} rejected: see GET /v1/dead-letters")
+    if publisher is not None and totals["published"] < totals["accepted"]:
+        unsent = totals["accepted"] - totals["published"]
+        console.print(
+            f"[red]{unsent} stored events could not be published to {publisher.stream}: "
+            "running instances have not learnt them[/red]"
+        )
+        raise typer.Exit(1)
 
 
 @db_app.command("upgrade")

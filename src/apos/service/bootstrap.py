@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 
 from apos import __version__
 from apos.adapters.bus import build_bus
@@ -243,31 +244,59 @@ class _AppliedRetention:
         return max(1_000, int(self._events / max(self._mean, 1.0)))
 
 
+class AppliedPublisher:
+    """Appends newly stored events to the applied stream, which every instance tails.
+
+    An ingestor listener: the service adds one, and so does ``apos ingest`` when Redis is
+    configured, so that running instances learn from events whoever stored them. The
+    service also sends its control messages through :meth:`control`.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.redis_url:
+            raise ValueError("the applied stream needs a Redis URL")
+        self.stream = settings.applied_stream
+        self._client = connect(settings.redis_url)
+        self._retention = _AppliedRetention(settings.stream_maxlen)
+
+    def ping(self) -> bool:
+        """Whether Redis answers."""
+        try:
+            return bool(self._client.ping())
+        except RedisError:
+            return False
+
+    def __call__(self, events: Sequence[PaymentEvent]) -> None:
+        # An entry per chunk (a JSON array): ~1 µs an event to encode and one XADD per
+        # chunk, where an entry per event cost ~18 µs an event here and ~14 on every tail.
+        pipe = self._client.pipeline(transaction=False)
+        for i in range(0, len(events), APPLIED_CHUNK):
+            chunk = events[i : i + APPLIED_CHUNK]
+            maxlen = self._retention.entries_after(len(chunk))
+            pipe.xadd(
+                self.stream, {"event": events_to_json(chunk)}, maxlen=maxlen, approximate=True
+            )
+        pipe.execute()
+
+    def control(self, message: dict[str, Any]) -> None:
+        """Append a control message (experiment start or stop), in order with the events."""
+        maxlen = self._retention.entries_after(1)
+        self._client.xadd(
+            self.stream, {"event": orjson.dumps(message)}, maxlen=maxlen, approximate=True
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+
 def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) -> None:
     """Every instance appends what it stored to the applied stream and learns from a tail
     of it, so all instances learn from every event exactly once each."""
     settings = services.settings
-    publisher = connect(settings.redis_url or "")
-    stream = settings.applied_stream
-    retention = _AppliedRetention(settings.stream_maxlen)
-
-    def publish(events: Sequence[PaymentEvent]) -> None:
-        # An entry per chunk (a JSON array): ~1 µs an event to encode and one XADD per
-        # chunk, where an entry per event cost ~18 µs an event here and ~14 on every tail.
-        pipe = publisher.pipeline(transaction=False)
-        for i in range(0, len(events), APPLIED_CHUNK):
-            chunk = events[i : i + APPLIED_CHUNK]
-            maxlen = retention.entries_after(len(chunk))
-            pipe.xadd(stream, {"event": events_to_json(chunk)}, maxlen=maxlen, approximate=True)
-        pipe.execute()
-
-    services.ingestor.add_listener(publish)
-
-    def publish_control(message: dict[str, Any]) -> None:
-        maxlen = retention.entries_after(1)
-        publisher.xadd(stream, {"event": orjson.dumps(message)}, maxlen=maxlen, approximate=True)
-
-    services.routing.share_controls(publish_control)
+    publisher = AppliedPublisher(settings)
+    stream = publisher.stream
+    services.ingestor.add_listener(publisher)
+    services.routing.share_controls(publisher.control)
     # From the snapshot's position if there is one; otherwise from what the stream still
     # holds, so a new instance warms up from recent history rather than from nothing.
     start = saved.stream_position if saved is not None and saved.stream_position else "0"
