@@ -79,7 +79,7 @@ def test_outcomes_join_only_known_decisions(decisions: DecisionStore) -> None:
             DecisionOutcome("dec_unknown", "failed", "evt_2", at),
         ]
     )
-    assert found == {make_decision(1).decision_id}
+    assert found == {make_decision(1).decision_id: True}
     row = decisions.get(make_decision(1).decision_id)
     assert row is not None
     assert (row.outcome_status, row.outcome_event_id, row.outcome_at) == ("succeeded", "evt_1", at)
@@ -93,7 +93,8 @@ def test_an_outcome_joins_only_its_own_merchants_decision(decisions: DecisionSto
     assert target is not None and target.merchant_id
     at = datetime.fromtimestamp(T0 + 60, UTC)
     forged = DecisionOutcome(target.decision_id, "failed", "evt_x", at, "m_someone_else")
-    assert decisions.record_outcomes([forged]) == {target.decision_id}  # settled, not retried
+    # found (nothing to wait for), not joined
+    assert decisions.record_outcomes([forged]) == {target.decision_id: False}
     row = decisions.get(target.decision_id)
     assert row is not None and row.outcome_status is None
     own = DecisionOutcome(target.decision_id, "succeeded", "evt_1", at, target.merchant_id)

@@ -476,3 +476,19 @@ def test_reseeded_instances_diverge_but_each_restores_exactly() -> None:
             y.connector,
             y.propensity,
         )
+
+
+def test_a_snapshot_from_before_merchant_connectors_shares_only_the_configured_ones() -> None:
+    engine = Engine(CONNECTORS, seed=15)
+    for i in range(40):
+        engine.observe(event("stripe:mca_m2", True, T0 + i, merchant="m2"), T0 + i)
+    old = json.loads(json.dumps(engine.snapshot()))
+    old["connectors"] = [*CONNECTORS, "stripe:mca_m2"]  # how earlier versions wrote it
+    del old["merchant_connectors"]
+    restored = Engine(CONNECTORS, seed=15)
+    restored.load_snapshot(old)
+    assert restored.connectors_for("m1") == tuple(CONNECTORS)
+    assert "stripe:mca_m2" in restored.connectors  # still known, its cells kept
+    for i in range(3):  # m2's next outcome on it makes it m2's again
+        restored.observe(event("stripe:mca_m2", True, T0 + 50 + i, merchant="m2"), T0 + 50 + i)
+    assert restored.connectors_for("m2") == (*CONNECTORS, "stripe:mca_m2")

@@ -15,6 +15,7 @@ from apos.core.events import (
     events_to_json,
     parse_event,
 )
+from apos.core.iso import redact_card_numbers
 
 
 def _payload(**overrides: object) -> dict[str, object]:
@@ -174,3 +175,24 @@ def test_times_in_other_offsets_come_back_in_utc() -> None:
     assert event.occurred_at.tzinfo == UTC  # validated into UTC from +01:00
     (restored,) = events_from_json(events_to_json([event]))
     assert restored.occurred_at == datetime(2026, 11, 25, 9, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("code 12 4111111111111111", "code 12 [card ****1111]"),
+        ("2024-01-15 4111 1111 1111 1111", "2024-01-15 [card ****1111]"),
+        ("4111111111111111 4242424242424242", "[card ****1111] [card ****4242]"),
+        ("ref_4000056655665556", "ref_[card ****5556]"),
+        ("order 1234567890123 at 2024-01-15", "order 1234567890123 at 2024-01-15"),
+    ],
+)
+def test_card_numbers_are_masked_next_to_other_numbers(text: str, masked: str) -> None:
+    assert redact_card_numbers(text) == masked
+
+
+def test_a_masked_error_message_still_fits_its_column() -> None:
+    message = ("1234567890128 " * 80)[:1024]  # 13-digit Luhn-valid numbers: masks are longer
+    event = parse_event(_payload(error_message=message))
+    assert event.error_message is not None and len(event.error_message) <= 1024
+    assert "1234567890128" not in event.error_message

@@ -309,3 +309,18 @@ def test_connectors_lists_breaker_states(api: Api) -> None:
         "adyen": "closed",
         "checkout": "closed",
     }
+
+
+def test_an_experiment_change_not_yet_applied_here_is_a_202_and_audited(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def slow(message: dict[str, Any], timeout: float = 5.0) -> None:
+        raise TimeoutError("shared, not yet applied here")
+
+    monkeypatch.setattr(api.services.routing, "control", slow)
+    body = {"experiment_id": "late", "control": {"policy": "rules"}, "treatment": {}}
+    r = api.client.post("/v1/experiments", json=body, headers=api.as_("operator"))
+    assert (r.status_code, r.json()["status"]) == (202, "pending"), r.text
+    assert r.headers["retry-after"] == "1"
+    audit = api.client.get("/v1/audit", headers=api.as_("admin")).json()["items"]
+    assert [(a["action"], a["target"]) for a in audit][:1] == [("experiment.start", "late")]

@@ -9,7 +9,7 @@ import logging
 import pytest
 import structlog
 
-from apos.service.logs import configure_logging, get_logger
+from apos.service.logs import configure_logging, get_logger, mask_secret_pairs
 
 
 @pytest.fixture
@@ -77,3 +77,19 @@ def test_passwords_in_connection_urls_are_masked(json_logs) -> None:  # type: ig
     assert "redis://:[redacted]@cache:6379/0" in text
     get_logger("api").info("no credentials", url="http://localhost:8080/v1/events")
     assert json_logs()[-1]["url"] == "http://localhost:8080/v1/events"
+
+
+def test_secret_fields_are_blanked_and_json_stays_json() -> None:
+    raw = json.dumps(
+        {"client_secret": 'pay_1_secret_a b,"c', "api_key": None, "token": 12345, "amount": 1999}
+    )
+    masked = json.loads(mask_secret_pairs(raw))
+    assert masked == {
+        "client_secret": "[redacted]",
+        "api_key": None,
+        "token": "[redacted]",
+        "amount": 1999,
+    }
+    assert (
+        mask_secret_pairs("retry with password=hunter2; ok") == "retry with password=[redacted]; ok"
+    )

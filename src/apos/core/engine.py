@@ -696,12 +696,17 @@ class Engine:
         """
         if snapshot.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"not an {SNAPSHOT_FORMAT} snapshot: {snapshot.get('format')!r}")
-        # Snapshots before merchant_connectors listed every connector as everyone's.
+        # A snapshot's own shared connectors join this engine's. One written before
+        # merchant_connectors lists every connector any merchant used as shared: those stay
+        # known (their learnt cells are kept) but are offered to a merchant again only once
+        # its own events or requests name them, never to everyone.
+        shared = "merchant_connectors" in snapshot
         for connector in snapshot["connectors"]:
             if connector not in self._known:
                 self._known.add(str(connector))
                 self._connectors.append(str(connector))
-                self._base.append(str(connector))
+                if shared:
+                    self._base.append(str(connector))
         for merchant, extra in snapshot.get("merchant_connectors", {}).items():
             for connector in extra:
                 self._add_connector(str(merchant), str(connector))

@@ -170,8 +170,9 @@ class PaymentEvent(BaseModel):
     @field_validator("error_message", mode="after")
     @classmethod
     def _no_card_numbers(cls, value: str | None) -> str | None:
-        # Connectors sometimes quote the card in a decline message; it is kept masked.
-        return None if value is None else redact_card_numbers(value)
+        # Connectors sometimes quote the card in a decline message; it is kept masked. A mask
+        # can be longer than the number it hides: cut back to the column's 1,024.
+        return None if value is None else redact_card_numbers(value)[:1024]
 
     @field_validator("fingerprint", mode="after")
     @classmethod

@@ -76,7 +76,8 @@ def looks_like_card_number(text: str) -> bool:
 
 # Bounded by non-digits only: "card_4111111111111111" or "pan4111..." is still a card number
 # (masking a digit run inside an identifier errs on the safe side).
-_CARD_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+_DIGITS = re.compile(r"\d+")
+_CARD_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,}\d(?!\d)")
 
 
 def redact_card_numbers(text: str) -> str:
@@ -89,11 +90,30 @@ def redact_card_numbers(text: str) -> str:
     '{"fingerprint": "[card ****4242]", "amount": 1999}'
     """
 
-    def mask(match: re.Match[str]) -> str:
-        found = match.group(0)
-        if not looks_like_card_number(found):
-            return found
-        digits = [c for c in found if c.isdigit()]
-        return f"[card ****{''.join(digits[-4:])}]"
+    return _CARD_CANDIDATE.sub(lambda match: _mask_run(match.group(0)), text)
 
-    return _CARD_CANDIDATE.sub(mask, text)
+
+def _mask_run(run: str) -> str:
+    """Mask the card numbers in one run of digit groups (``"12 4111 1111 1111 1111"``).
+
+    The candidate pattern is greedy: a card next to other numbers ("code 12 4111...", a date)
+    makes one run that fails Luhn as a whole, so the windows of 13-19 digits between group
+    boundaries are tried too, leftmost first, then longest.
+    """
+    core = run.strip(" -")  # a remainder keeps the separator before it
+    if core and looks_like_card_number(core):
+        digits = [c for c in core if c.isdigit()]
+        lead = run.index(core[0])
+        return f"{run[:lead]}[card ****{''.join(digits[-4:])}]{run[lead + len(core) :]}"
+    groups = [(m.start(), m.end()) for m in _DIGITS.finditer(run)]
+    for first, (start, _) in enumerate(groups):
+        count, best = 0, None
+        for last in range(first, len(groups)):  # windows of at most 19 digits: linear
+            count += groups[last][1] - groups[last][0]
+            if count > 19:
+                break
+            if count >= 13 and looks_like_card_number(run[start : groups[last][1]]):
+                best = groups[last][1]
+        if best is not None and (first, best) != (0, len(run)):
+            return run[:start] + _mask_run(run[start:best]) + _mask_run(run[best:])
+    return run

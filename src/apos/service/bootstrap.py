@@ -163,7 +163,9 @@ def build_engine(settings: Settings, saved: SavedSnapshot | None) -> Engine:
     seed = instance_seed(settings)
     if saved is None:
         return Engine(settings.connectors, seed=seed, config=config)
-    engine = Engine.restore(saved.state, config=config)
+    # The configured connectors plus the snapshot's (load_snapshot reads old formats too).
+    engine = Engine(settings.connectors, seed=seed, config=config)
+    engine.load_snapshot(saved.state)
     engine.reseed(seed)
     return engine
 
@@ -316,23 +318,28 @@ def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) 
         if not messages:
             return 0
         events: list[PaymentEvent] = []
+        upto: str | None = None  # the last entry whose effect is in ``events`` (or applied)
         for message in messages:
             try:
                 entry = _applied_entry(message.payload)
             except ValueError:
                 log.warning("unreadable entry on the applied stream", entry=message.id)
+                upto = message.id
                 continue
             if isinstance(entry, dict):  # a control message: after the events before it
-                routing.learn(events)
+                routing.learn(events, upto)
                 events = []
-                routing.apply_control(entry)
+                routing.apply_control(entry, message.id)
             else:
                 events.extend(entry)
-        routing.learn(events)
+            upto = message.id
+        routing.learn(events, upto)
         return len(messages)
 
     services.workers.append(BackgroundWorker("state-tail", step))
-    services.stream_position = lambda: tail.last_id if tail.last_id != "$" else None
+    # What the engine holds, not what the tail has read: both are set under the routing lock.
+    routing.stream_position = saved.stream_position if saved is not None else None
+    services.stream_position = lambda: routing.stream_position
     services._closers.extend([publisher.close, tail.close])
 
 

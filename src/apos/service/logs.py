@@ -22,11 +22,22 @@ from apos.core.iso import redact_card_numbers
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _API_KEY = re.compile(r"apos_key_[0-9a-f]+_[A-Za-z0-9_\-]+")
 _BEARER = re.compile(r"(?i)\b((?:bearer|basic)\s+)[A-Za-z0-9._~+/=\-]+")
-# key=value / key: value / "key": "value" of a secret-named key inside free text.
+# key=value / key: value / "key": "value" of a secret-named key inside free text. The value
+# is a quoted string (escapes included) or a bare token ending before JSON punctuation.
 _SECRET_PAIR = re.compile(
     r"(?i)\b((?:client_)?secret|pass(?:word|wd)?|pwd|api[_-]?key|access[_-]?key|hash_key|token)"
-    r"(\"?\s*[:=]\s*\"?)([^\s\"',;&]+)"
+    r"(\"?\s*[:=]\s*)(\"(?:[^\"\\]|\\.)*\"|[^\s\"',;&}\]]+)"
 )
+
+
+def _blank_secret(match: re.Match[str]) -> str:
+    key, sep, value = match.groups()
+    if value == "null":  # nothing to hide, and JSON must stay JSON
+        return match.group(0)
+    quoted = value.startswith('"') or sep.startswith('"')
+    return key + sep + ('"[redacted]"' if quoted else "[redacted]")
+
+
 # The password of a connection URL (postgresql://app:pw@db/..., redis://:pw@cache:6379).
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*:)[^\s@/]+@")
 _SECRET_KEYS = re.compile(
@@ -40,7 +51,7 @@ def mask_secret_pairs(text: str) -> str:
     >>> mask_secret_pairs('{"client_secret": "pay_1_secret_x", "amount": 1999}')
     '{"client_secret": "[redacted]", "amount": 1999}'
     """
-    return _SECRET_PAIR.sub(r"\1\2[redacted]", text)
+    return _SECRET_PAIR.sub(_blank_secret, text)
 
 
 def mask_text(text: str) -> str:

@@ -119,7 +119,7 @@ class DecisionWriter:
         if not outcomes:
             return
         found = self._store.record_outcomes([o for _, o in outcomes])
-        self.joined += sum(1 for _, o in outcomes if o.decision_id in found)
+        self.joined += sum(1 for _, o in outcomes if found.get(o.decision_id))
         horizon = time.monotonic() - self._retry_s
         retry = [(t, o) for t, o in outcomes if o.decision_id not in found and t > horizon]
         if retry:
@@ -160,6 +160,7 @@ class RoutingService:
         self._watermark = 0.0
         self._learned = _RecentKeys(500_000)
         self.events_learned = 0
+        self.stream_position: str | None = None  # of the applied stream, under the lock
         self._decisions = metrics.decisions
         self._latency = metrics.decision_latency
 
@@ -179,11 +180,17 @@ class RoutingService:
             self._writer.add_decision(decision)
         return decision
 
-    def learn(self, events: Sequence[PaymentEvent]) -> None:
-        """Learn from newly stored events and join their outcomes to decisions."""
+    def learn(self, events: Sequence[PaymentEvent], position: str | None = None) -> None:
+        """Learn from newly stored events and join their outcomes to decisions.
+
+        ``position``: the applied-stream id these events end at, recorded in the same
+        critical section, so a snapshot never pairs a position with state that lacks it.
+        """
         now = self._clock()
         joined: list[DecisionOutcome] = []
         with self.lock:
+            if position is not None:
+                self.stream_position = position
             for event in events:
                 if not event.status.is_final:
                     continue
@@ -246,11 +253,14 @@ class RoutingService:
         if isinstance(outcome, BaseException):
             raise outcome
 
-    def apply_control(self, message: dict[str, Any]) -> None:
-        """Apply a control message read from the applied stream; a refused one is logged
-        (and reported to the instance that sent it), never raised."""
+    def apply_control(self, message: dict[str, Any], position: str | None = None) -> None:
+        """Apply a control message read from the applied stream (at ``position``, as for
+        :meth:`learn`); a refused one is logged (and reported to the instance that sent it),
+        never raised."""
         outcome: BaseException | None = None
         with self._applied:
+            if position is not None:
+                self.stream_position = position
             try:
                 _apply(self.engine, message)
             except (KeyError, TypeError, ValueError) as exc:

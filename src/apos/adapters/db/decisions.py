@@ -139,14 +139,12 @@ class DecisionStore:
                 connection.execute(sa.insert(_t), fresh)
         return len(fresh)
 
-    def record_outcomes(self, outcomes: Sequence[DecisionOutcome]) -> set[str]:
-        """Join outcomes to their decisions; returns the decision ids that were found.
-
-        An outcome whose merchant differs from its decision's is found but not joined.
-        """
+    def record_outcomes(self, outcomes: Sequence[DecisionOutcome]) -> dict[str, bool]:
+        """Join outcomes to their decisions. Returns each decision id that was found, with
+        whether an outcome was joined to it: one whose merchant differs from its decision's
+        is found (nothing to wait for) but not joined."""
         if not outcomes:
-            return set()
-        found: set[str] = set()
+            return {}
         stmt = (
             sa.update(_t)
             .where(_t.c.id == sa.bindparam("b_id"))
@@ -160,13 +158,13 @@ class DecisionStore:
             ids = [o.decision_id for o in outcomes]
             query = sa.select(_t.c.id, _t.c.merchant_id).where(_t.c.id.in_(ids))
             owners = {row.id: row.merchant_id for row in connection.execute(query)}
-            found = set(owners)
-            params = [
-                {"b_id": o.decision_id, "b_status": o.status, "b_event": o.event_id, "b_at": o.at}
-                for o in outcomes
-                if o.decision_id in owners
-                and (o.merchant_id is None or owners[o.decision_id] == o.merchant_id)
-            ]
+            found = dict.fromkeys(owners, False)
+            params = []
+            for o in outcomes:
+                if o.decision_id in owners and o.merchant_id in (None, owners[o.decision_id]):
+                    found[o.decision_id] = True
+                    row = {"b_id": o.decision_id, "b_status": o.status, "b_event": o.event_id}
+                    params.append({**row, "b_at": o.at})
             if params:
                 connection.execute(stmt, params)
         return found

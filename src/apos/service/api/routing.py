@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from apos.adapters.ports import AuditEntry
@@ -201,10 +202,15 @@ def _experiment(services: Any, experiment_id: str, merchant: str | None) -> Expe
     raise ApiError(404, "not_found", f"no experiment {experiment_id!r}")
 
 
-@router.post("/experiments", status_code=201, summary="Start an A/B test between two policies")
+@router.post(
+    "/experiments",
+    status_code=201,
+    summary="Start an A/B test between two policies",
+    responses={202: {"description": "shared with every instance, not yet applied here"}},
+)
 async def start_experiment(
     body: ExperimentCreate, services: ServicesDep, principal: Operator
-) -> dict[str, Any]:
+) -> Any:
     merchant = body.merchant_id
     if principal.merchant_id is not None:
         if merchant not in (None, principal.merchant_id):
@@ -223,26 +229,19 @@ async def start_experiment(
         if any(e.experiment_id == experiment.experiment_id for e in routing.engine.experiments):
             raise ApiError(409, "conflict", f"experiment {body.experiment_id!r} already exists")
     message = {"control": "experiment.start", "experiment": experiment.to_dict()}
-    await _control(routing, message)
-    await run_in_threadpool(
-        services.store.append_audit,
-        [
-            AuditEntry(
-                actor=principal.actor,
-                action="experiment.start",
-                target=body.experiment_id,
-                merchant_id=merchant,
-                details=body.model_dump(mode="json"),
-            )
-        ],
-    )
+    applied = await _control(routing, message)
+    details = body.model_dump(mode="json")
+    await _audit(services, principal, "experiment.start", body.experiment_id, merchant, details)
+    if not applied:
+        return _pending(body.experiment_id)
     with routing.lock:
         started = _experiment(services, body.experiment_id, merchant)
         return result_json(started.result(), started)
 
 
-async def _control(routing: Any, message: dict[str, Any]) -> None:
-    """Apply an experiment change on every instance (see ``RoutingService.control``)."""
+async def _control(routing: Any, message: dict[str, Any]) -> bool:
+    """Apply an experiment change on every instance (see ``RoutingService.control``); False
+    if it is on the shared stream but this instance has not applied it yet (it will)."""
     try:
         await run_in_threadpool(routing.control, message)
     except ValueError as exc:  # another instance started the same id first
@@ -250,12 +249,28 @@ async def _control(routing: Any, message: dict[str, Any]) -> None:
     except KeyError as exc:
         raise ApiError(404, "not_found", f"no experiment {exc}") from None
     except TimeoutError:
-        raise ApiError(
-            503,
-            "unavailable",
-            "the change is shared but not applied here yet; retry",
-            headers=RETRY_AFTER,
-        ) from None
+        return False
+    return True
+
+
+def _pending(experiment_id: str) -> JSONResponse:
+    """202: the change is on the shared stream and will apply; GET the experiment to see it."""
+    body = {"experiment_id": experiment_id, "status": "pending"}
+    return JSONResponse(body, status_code=202, headers=RETRY_AFTER)
+
+
+async def _audit(
+    services: Any,
+    principal: Any,
+    action: str,
+    target: str,
+    merchant: str | None,
+    details: dict[str, Any],
+) -> None:
+    entry = AuditEntry(
+        actor=principal.actor, action=action, target=target, merchant_id=merchant, details=details
+    )
+    await run_in_threadpool(services.store.append_audit, [entry])
 
 
 @router.get("/experiments", summary="Experiments with their current results")
@@ -278,29 +293,31 @@ async def get_experiment(
         return result_json(experiment.result(), experiment)
 
 
-@router.post("/experiments/{experiment_id}/stop", summary="Stop an experiment; final result")
-async def stop_experiment(
-    experiment_id: str, services: ServicesDep, principal: Operator
-) -> dict[str, Any]:
+@router.post(
+    "/experiments/{experiment_id}/stop",
+    summary="Stop an experiment; final result",
+    responses={202: {"description": "shared with every instance, not yet applied here"}},
+)
+async def stop_experiment(experiment_id: str, services: ServicesDep, principal: Operator) -> Any:
     routing = services.routing
     with routing.lock:
         experiment = _experiment(services, experiment_id, principal.merchant_id)
     at = routing.now().timestamp()
-    await _control(
-        routing, {"control": "experiment.stop", "experiment_id": experiment_id, "at": at}
-    )
+    stop = {"control": "experiment.stop", "experiment_id": experiment_id, "at": at}
+    if not await _control(routing, stop):
+        details = {"at": at, "applied_here": False}
+        await _audit(
+            services, principal, "experiment.stop", experiment_id, experiment.merchant_id, details
+        )
+        return _pending(experiment_id)
     with routing.lock:
         result = routing.engine.experiment_result(experiment_id)
-    await run_in_threadpool(
-        services.store.append_audit,
-        [
-            AuditEntry(
-                actor=principal.actor,
-                action="experiment.stop",
-                target=experiment_id,
-                merchant_id=experiment.merchant_id,
-                details=result_json(result),
-            )
-        ],
+    await _audit(
+        services,
+        principal,
+        "experiment.stop",
+        experiment_id,
+        experiment.merchant_id,
+        result_json(result),
     )
     return result_json(result, experiment)
