@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -9,7 +10,9 @@ import pytest
 
 from apos.adapters.db import SqlStore
 from apos.adapters.db.decisions import DecisionOutcome, DecisionStore
+from apos.adapters.ports import DeadLetter
 from apos.core.decision import Decision
+from apos.service.routing import DecisionWriter
 
 T0 = 1_800_000_000.0
 
@@ -114,3 +117,57 @@ def test_listing_is_newest_first_across_pages(decisions: DecisionStore) -> None:
         if cursor is None:
             break
     assert seen == [make_decision(n).decision_id for n in reversed(range(25))]
+
+
+def test_a_failed_flush_keeps_decisions_and_outcomes_for_the_next(
+    decisions: DecisionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = DecisionWriter(decisions)
+    at = datetime.fromtimestamp(T0 + 60, UTC)
+    writer.add_decision(make_decision(1))
+    writer.add_outcome(DecisionOutcome(make_decision(1).decision_id, "succeeded", "evt_1", at))
+    real_insert = decisions.insert
+
+    def locked(rows: object) -> int:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(decisions, "insert", locked)
+    with pytest.raises(RuntimeError):
+        writer.flush()
+    monkeypatch.setattr(decisions, "insert", real_insert)
+    writer.flush()
+    row = decisions.get(make_decision(1).decision_id)
+    assert row is not None and row.outcome_status == "succeeded"
+    assert (writer.written, writer.joined) == (1, 1)
+
+
+def test_decisions_and_outcomes_are_written_while_events_are_ingested(
+    database_url: str, decisions: DecisionStore
+) -> None:
+    # Concurrent writers: on SQLite a read-then-write transaction failed with "database is
+    # locked" (no busy wait on the lock upgrade); each write now starts its own transaction.
+    store = SqlStore(database_url)
+    stop = threading.Event()
+
+    def ingest() -> None:
+        n = 0
+        while not stop.is_set():
+            store.add_dead_letters(
+                [DeadLetter("test", "{}", "load", datetime.now(UTC)) for _ in range(20)]
+            )
+            n += 1
+
+    thread = threading.Thread(target=ingest)
+    thread.start()
+    try:
+        at = datetime.fromtimestamp(T0 + 60, UTC)
+        for n in range(60):
+            decisions.insert([make_decision(1_000 + n)])
+            found = decisions.record_outcomes(
+                [DecisionOutcome(make_decision(1_000 + n).decision_id, "failed", f"e{n}", at)]
+            )
+            assert found == {make_decision(1_000 + n).decision_id: True}
+    finally:
+        stop.set()
+        thread.join()
+        store.close()

@@ -113,12 +113,18 @@ class DecisionWriter:
             for i in range(0, len(decisions), self._max_batch):
                 self.written += self._store.insert(decisions[i : i + self._max_batch])
         except Exception:
-            with self._lock:
-                self._decisions[:0] = decisions  # keep them for the next attempt
+            with self._lock:  # keep both for the next attempt (inserts skip what is stored)
+                self._decisions[:0] = decisions
+                self._outcomes[:0] = outcomes
             raise
         if not outcomes:
             return
-        found = self._store.record_outcomes([o for _, o in outcomes])
+        try:
+            found = self._store.record_outcomes([o for _, o in outcomes])
+        except Exception:
+            with self._lock:
+                self._outcomes[:0] = outcomes
+            raise
         self.joined += sum(1 for _, o in outcomes if found.get(o.decision_id))
         horizon = time.monotonic() - self._retry_s
         retry = [(t, o) for t, o in outcomes if o.decision_id not in found and t > horizon]

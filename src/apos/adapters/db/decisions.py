@@ -131,12 +131,17 @@ class DecisionStore:
         if self._engine.dialect.name == "postgresql":
             with self._engine.begin() as connection:
                 return connection.execute(_PG_INSERT, {"rows": _pg_rows(decisions)}).rowcount
+        # SQLite: read first, then a transaction that starts with its write. A deferred
+        # transaction that reads and then writes cannot wait for the lock (busy_timeout does
+        # not apply to the upgrade) and fails with "database is locked" under concurrent
+        # ingestion; OR IGNORE covers an id stored in between.
         ids = [d.decision_id for d in decisions]
-        with self._engine.begin() as connection:
+        with self._engine.connect() as connection:
             existing = set(connection.execute(sa.select(_t.c.id).where(_t.c.id.in_(ids))).scalars())
-            fresh = [_row_values(d) for d in decisions if d.decision_id not in existing]
-            if fresh:
-                connection.execute(sa.insert(_t), fresh)
+        fresh = [_row_values(d) for d in decisions if d.decision_id not in existing]
+        if fresh:
+            with self._engine.begin() as connection:
+                connection.execute(sa.insert(_t).prefix_with("OR IGNORE"), fresh)
         return len(fresh)
 
     def record_outcomes(self, outcomes: Sequence[DecisionOutcome]) -> dict[str, bool]:
@@ -154,18 +159,21 @@ class DecisionStore:
                 outcome_at=sa.bindparam("b_at"),
             )
         )
-        with self._engine.begin() as connection:
-            ids = [o.decision_id for o in outcomes]
-            query = sa.select(_t.c.id, _t.c.merchant_id).where(_t.c.id.in_(ids))
+        # A decision's id and merchant never change: read them outside the write transaction,
+        # which then starts with its write (see insert).
+        ids = [o.decision_id for o in outcomes]
+        query = sa.select(_t.c.id, _t.c.merchant_id).where(_t.c.id.in_(ids))
+        with self._engine.connect() as connection:
             owners = {row.id: row.merchant_id for row in connection.execute(query)}
-            found = dict.fromkeys(owners, False)
-            params = []
-            for o in outcomes:
-                if o.decision_id in owners and o.merchant_id in (None, owners[o.decision_id]):
-                    found[o.decision_id] = True
-                    row = {"b_id": o.decision_id, "b_status": o.status, "b_event": o.event_id}
-                    params.append({**row, "b_at": o.at})
-            if params:
+        found = dict.fromkeys(owners, False)
+        params = []
+        for o in outcomes:
+            if o.decision_id in owners and o.merchant_id in (None, owners[o.decision_id]):
+                found[o.decision_id] = True
+                row = {"b_id": o.decision_id, "b_status": o.status, "b_event": o.event_id}
+                params.append({**row, "b_at": o.at})
+        if params:
+            with self._engine.begin() as connection:
                 connection.execute(stmt, params)
         return found
 
