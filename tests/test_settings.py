@@ -52,12 +52,18 @@ def test_unknown_toml_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
         load_settings()
 
 
+def _config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes) -> Path:
+    """An APOS_CONFIG file holding ``content``."""
+    config = tmp_path / "apos.toml"
+    config.write_bytes(content)
+    monkeypatch.setenv("APOS_CONFIG", str(config))
+    return config
+
+
 def test_malformed_toml_names_the_file_and_position(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = tmp_path / "apos.toml"
-    config.write_text("port = 9000\ndatabase_url = = 'x'\n")
-    monkeypatch.setenv("APOS_CONFIG", str(config))
+    config = _config_file(tmp_path, monkeypatch, b"port = 9000\ndatabase_url = = 'x'\n")
     with pytest.raises(SettingsError) as err:
         load_settings()
     message = str(err.value)
@@ -68,9 +74,7 @@ def test_malformed_toml_names_the_file_and_position(
 def test_toml_that_is_not_utf8_is_a_settings_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = tmp_path / "apos.toml"
-    config.write_bytes(b"port = 9000\n\xff\n")
-    monkeypatch.setenv("APOS_CONFIG", str(config))
+    _config_file(tmp_path, monkeypatch, b"port = 9000\n\xff\n")
     with pytest.raises(SettingsError, match="not valid TOML"):
         load_settings()
 
@@ -87,9 +91,7 @@ def test_list_settings_take_commas_or_json(value: str, monkeypatch: pytest.Monke
 def test_list_settings_from_toml_and_arguments(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = tmp_path / "apos.toml"
-    config.write_text('connectors = ["worldpay", "adyen"]\n')
-    monkeypatch.setenv("APOS_CONFIG", str(config))
+    _config_file(tmp_path, monkeypatch, b'connectors = ["worldpay", "adyen"]\n')
     assert load_settings().connectors == ("worldpay", "adyen")
     assert load_settings(connectors=["checkout"]).connectors == ("checkout",)
 

@@ -190,16 +190,20 @@ class Engine:
             resolved = self._arm_resolved[key] = _Resolved(policy, version)
         return resolved
 
-    def _add_connector(self, merchant_id: str, connector: str) -> None:
-        """Make ``connector`` one of ``merchant_id``'s (and known to the engine)."""
+    def _know(self, connector: str) -> None:
         if connector not in self._known:
             self._known.add(connector)
             self._connectors.append(connector)
+
+    def _offer(self, merchant_id: str, connector: str) -> None:
+        """Make ``connector`` one of ``merchant_id``'s, if it is not already (or shared)."""
         own = self._by_merchant.get(merchant_id)
+        if connector in self._base or (own is not None and connector in own):
+            return
+        self._know(connector)
         if own is None:
             own = self._by_merchant[merchant_id] = list(self._base)
-        if connector not in own:
-            own.append(connector)
+        own.append(connector)
 
     def _eligible(self, payment: Payment) -> list[str]:
         given = payment.eligible_connectors
@@ -208,15 +212,12 @@ class Engine:
             own = self._by_merchant.get(merchant)
             return own if own is not None else self._base
         eligible: list[str] = []
-        own = self._by_merchant.get(merchant)
         for name in given:
             connector = name.lower()
             if connector in eligible:
                 continue
             eligible.append(connector)
-            if connector not in self._base and (own is None or connector not in own):
-                self._add_connector(merchant, connector)
-                own = self._by_merchant[merchant]
+            self._offer(merchant, connector)
         if not eligible:
             raise ValueError(f"payment {payment.payment_id!r} has no eligible connector")
         return eligible
@@ -488,9 +489,7 @@ class Engine:
         merchant = str(getattr(event, "merchant_id", "") or "")
         if not connector or not merchant:
             return
-        own = self._by_merchant.get(merchant)
-        if connector not in self._base and (own is None or connector not in own):
-            self._add_connector(merchant, connector)
+        self._offer(merchant, connector)
         try:
             ts = float(event.occurred_ts)
         except (AttributeError, TypeError, ValueError, OverflowError):
@@ -702,14 +701,12 @@ class Engine:
         # its own events or requests name them, never to everyone.
         shared = "merchant_connectors" in snapshot
         for connector in snapshot["connectors"]:
-            if connector not in self._known:
-                self._known.add(str(connector))
-                self._connectors.append(str(connector))
-                if shared:
-                    self._base.append(str(connector))
+            if shared and connector not in self._known:
+                self._base.append(str(connector))
+            self._know(str(connector))
         for merchant, extra in snapshot.get("merchant_connectors", {}).items():
             for connector in extra:
-                self._add_connector(str(merchant), str(connector))
+                self._offer(str(merchant), str(connector))
         seed = int(snapshot["seed"])
         if seed != self.seed:  # the draws table belongs to the random state too
             self.seed = seed

@@ -344,9 +344,9 @@ def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) 
 
 
 def _applied_entry(payload: bytes) -> list[PaymentEvent] | dict[str, Any]:
-    """One applied-stream entry: a batch of events (a JSON array) written by ``publish``, a
-    control message (an object with ``control``) written by ``publish_control``, or one event
-    (an object), as earlier versions wrote them.
+    """One applied-stream entry: a batch of events (a JSON array) or a control message (an
+    object with ``control``), both written by :class:`AppliedPublisher`, or one event (an
+    object), as earlier versions wrote them.
 
     Raises:
         ValueError: None of these.

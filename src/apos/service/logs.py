@@ -30,19 +30,19 @@ _SECRET_PAIR = re.compile(
 )
 
 
+# The password of a connection URL (postgresql://app:pw@db/..., redis://:pw@cache:6379).
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*:)[^\s@/]+@")
+_SECRET_KEYS = re.compile(
+    r"(?i)(pass(word)?|secret|api[_-]?key|token|authorization|hash_key|card_number|cvc|cvv)"
+)
+
+
 def _blank_secret(match: re.Match[str]) -> str:
     key, sep, value = match.groups()
     if value == "null":  # nothing to hide, and JSON must stay JSON
         return match.group(0)
     quoted = value.startswith('"') or sep.startswith('"')
     return key + sep + ('"[redacted]"' if quoted else "[redacted]")
-
-
-# The password of a connection URL (postgresql://app:pw@db/..., redis://:pw@cache:6379).
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*:)[^\s@/]+@")
-_SECRET_KEYS = re.compile(
-    r"(?i)(pass(word)?|secret|api[_-]?key|token|authorization|hash_key|card_number|cvc|cvv)"
-)
 
 
 def mask_secret_pairs(text: str) -> str:

@@ -31,12 +31,11 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
-from apos.adapters.ports import AuditEntry
 from apos.core.breaker import BreakerState
 from apos.core.decision import Decision
 from apos.core.payment import Payment, amount_band
 from apos.core.routing.rules import RulesPolicy, rule_matches
-from apos.service.api.deps import Admin, Operator, ServicesDep, Viewer
+from apos.service.api.deps import Admin, Operator, ServicesDep, Viewer, audit
 from apos.service.api.events import read_body
 from apos.service.auth import Principal
 from apos.service.bootstrap import Services
@@ -184,14 +183,8 @@ def compat_of(request: Request) -> DecisionEngineCompat:
 async def _audit(
     services: Services, principal: Principal, action: str, merchant_id: str, details: Any
 ) -> None:
-    entry = AuditEntry(
-        actor=principal.actor,
-        action=f"decision_engine.{action}",
-        target=merchant_id,
-        merchant_id=merchant_id,
-        details=details if isinstance(details, dict) else {"value": details},
-    )
-    await run_in_threadpool(services.store.append_audit, [entry])
+    record = details if isinstance(details, dict) else {"value": details}
+    await audit(services, principal, f"decision_engine.{action}", merchant_id, merchant_id, record)
 
 
 def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:

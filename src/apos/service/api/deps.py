@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
+from apos.adapters.ports import AuditEntry
 from apos.service.auth import Principal, Role, require
 from apos.service.bootstrap import Services
 
@@ -21,3 +23,22 @@ async def services_of(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(services_of)]
+
+
+async def audit(
+    services: Services,
+    principal: Principal,
+    action: str,
+    target: str,
+    merchant_id: str | None,
+    details: dict[str, Any],
+) -> None:
+    """Append one entry to the audit log (in the thread pool: it writes to the store)."""
+    entry = AuditEntry(
+        actor=principal.actor,
+        action=action,
+        target=target,
+        merchant_id=merchant_id,
+        details=details,
+    )
+    await run_in_threadpool(services.store.append_audit, [entry])

@@ -13,13 +13,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from apos.adapters.ports import AuditEntry
 from apos.core.config import PolicyConfig
 from apos.core.decision import Decision
 from apos.core.experiments import Experiment, ExperimentResult
 from apos.core.iso import COUNTRIES, CURRENCIES
 from apos.core.payment import Payment
-from apos.service.api.deps import Operator, ServicesDep, Viewer
+from apos.service.api.deps import Operator, ServicesDep, Viewer, audit
 from apos.service.api.events import _paged
 from apos.service.auth import forbidden_merchant
 from apos.service.errors import RETRY_AFTER, ApiError
@@ -231,7 +230,7 @@ async def start_experiment(
     message = {"control": "experiment.start", "experiment": experiment.to_dict()}
     applied = await _control(routing, message)
     details = body.model_dump(mode="json")
-    await _audit(services, principal, "experiment.start", body.experiment_id, merchant, details)
+    await audit(services, principal, "experiment.start", body.experiment_id, merchant, details)
     if not applied:
         return _pending(body.experiment_id)
     with routing.lock:
@@ -257,20 +256,6 @@ def _pending(experiment_id: str) -> JSONResponse:
     """202: the change is on the shared stream and will apply; GET the experiment to see it."""
     body = {"experiment_id": experiment_id, "status": "pending"}
     return JSONResponse(body, status_code=202, headers=RETRY_AFTER)
-
-
-async def _audit(
-    services: Any,
-    principal: Any,
-    action: str,
-    target: str,
-    merchant: str | None,
-    details: dict[str, Any],
-) -> None:
-    entry = AuditEntry(
-        actor=principal.actor, action=action, target=target, merchant_id=merchant, details=details
-    )
-    await run_in_threadpool(services.store.append_audit, [entry])
 
 
 @router.get("/experiments", summary="Experiments with their current results")
@@ -306,13 +291,13 @@ async def stop_experiment(experiment_id: str, services: ServicesDep, principal: 
     stop = {"control": "experiment.stop", "experiment_id": experiment_id, "at": at}
     if not await _control(routing, stop):
         details = {"at": at, "applied_here": False}
-        await _audit(
+        await audit(
             services, principal, "experiment.stop", experiment_id, experiment.merchant_id, details
         )
         return _pending(experiment_id)
     with routing.lock:
         result = routing.engine.experiment_result(experiment_id)
-    await _audit(
+    await audit(
         services,
         principal,
         "experiment.stop",
