@@ -9,7 +9,7 @@ ACCEL_SRC   := src/apos/core/routing/learner.py src/apos/core/routing/draws.py \
                src/apos/core/breaker.py src/apos/core/stats/decayed_beta.py src/apos/core/engine.py
 ACCEL_STAMP := $(VENV)/.accel
 
-.PHONY: run serve test lint typecheck check bench bench-ingest bench-route bench-sim accel pure clean
+.PHONY: run serve test fuzz lint typecheck check bench bench-ingest bench-route bench-sim bench-detect accel pure clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -44,6 +44,12 @@ serve: $(ACCEL_STAMP)
 test: $(ACCEL_STAMP)
 	$(BIN)/pytest
 
+## Schemathesis against the running service (uvicorn, SQLite and the local PostgreSQL, an
+## admin key and a merchant-scoped one), many more examples per operation than `make test`.
+FUZZ_EXAMPLES ?= 200
+fuzz: $(ACCEL_STAMP)
+	APOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest --timeout 3600 tests/service/test_openapi_fuzz.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -63,7 +69,11 @@ bench-route: $(ACCEL_STAMP)
 bench-sim: $(ACCEL_STAMP)
 	$(BIN)/python -m apos.sim.bench --strict
 
-bench: bench-ingest bench-route bench-sim
+## Anomaly detection on the labelled detect_* scenarios (no database needed).
+bench-detect: $(ACCEL_STAMP)
+	$(BIN)/python -m apos.sim.detect_bench --strict
+
+bench: bench-ingest bench-route bench-sim bench-detect
 
 clean:
 	rm -rf $(VENV) src/build src/*__mypyc*.so src/apos/core/routing/*.so .pytest_cache .mypy_cache .ruff_cache apos.db apos.db-*

@@ -15,7 +15,7 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -26,6 +26,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 from pydantic_settings import SettingsError as SourceError
+
+from apos.core.event_time import EventTimeWindow
 
 AutonomyMode = Literal["observe", "propose", "autonomous"]
 
@@ -49,6 +51,7 @@ def _split_list(value: object) -> object:
 
 # NoDecode stops the env source from insisting on JSON; _split_list takes either form.
 StrList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_list)]
+SecretList = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_split_list)]
 
 
 def _default_consumer_name() -> str:
@@ -71,6 +74,12 @@ class Settings(BaseSettings):
     stream_read_count: int = Field(default=1_000, ge=1, le=10_000)
     stream_block_ms: int = Field(default=1_000, ge=1)
     stream_maxlen: int = Field(default=1_000_000, ge=1_000)
+    # The outbox of learning (docs/ARCHITECTURE.md, "Stored means learnt"): a stored batch
+    # not published within outbox_grace_s (its instance died, or Redis failed) is published
+    # by the relay of any instance. A published batch's marker lives outbox_marker_ttl_s; an
+    # outbox row that cannot be deleted for longer than that may be published again.
+    outbox_grace_s: float = Field(default=10.0, gt=0)
+    outbox_marker_ttl_s: int = Field(default=86_400, ge=60)
 
     # HTTP.
     host: str = "127.0.0.1"
@@ -93,6 +102,25 @@ class Settings(BaseSettings):
     # "wall": now is the wall clock. "event": now follows the newest event time learnt when
     # that is ahead (replays, accelerated simulations such as the demo).
     clock: Literal["wall", "event"] = "wall"
+    # The accepted window of event time around receipt (apos.core.event_time): an event more
+    # than event_max_future_s ahead is refused; one older than event_max_age_s is stored but
+    # not learnt. With clock = "event" no clock moves past receipt + event_max_future_s.
+    event_max_future_s: float = Field(default=300.0, gt=0)
+    event_max_age_s: float = Field(default=7 * 86_400.0, gt=0)
+
+    # Anomaly detection (apos.service.detection) and alerts (apos.adapters.alerts).
+    detection_enabled: bool = True
+    # A TOML or JSON file holding a DetectionConfig (thresholds of every detector).
+    detection_config: Path | None = None
+    # Generic JSON webhooks, signed with alert_webhook_secret (HMAC-SHA256; docs/api.md).
+    alert_webhook_urls: StrList = ()
+    alert_webhook_secret: SecretStr | None = None
+    # Slack-compatible incoming webhooks: the URL is the credential, so it is a secret.
+    alert_slack_webhook_urls: SecretList = ()
+    # Transitions of lower severity are recorded, not alerted.
+    alert_min_severity: Literal["info", "warning", "critical"] = "warning"
+    alert_rate_per_minute: float = Field(default=30.0, gt=0)
+    alert_queue_size: int = Field(default=1_000, ge=1)
 
     # Behaviour.
     autonomy_mode: AutonomyMode = "propose"
@@ -140,12 +168,26 @@ class Settings(BaseSettings):
             raise ValueError("is empty; set the profile's payment_response_hash_key or unset it")
         return value
 
-    @field_validator("routing_config")
+    @field_validator("alert_webhook_urls", "alert_slack_webhook_urls")
+    @classmethod
+    def _http_urls(cls, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        for url in value:
+            text = url.get_secret_value() if isinstance(url, SecretStr) else str(url)
+            if not text.startswith(("http://", "https://")):
+                raise ValueError("every alert sink must be an http:// or https:// URL")
+        return value
+
+    @field_validator("routing_config", "detection_config")
     @classmethod
     def _readable_config(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"{value} is not a file")
         return value
+
+    @property
+    def event_time_window(self) -> EventTimeWindow:
+        """The accepted window of event time (see ``event_max_future_s``)."""
+        return EventTimeWindow(self.event_max_future_s, self.event_max_age_s)
 
     @property
     def applied_stream(self) -> str:

@@ -354,17 +354,61 @@ STATUS_TABLE = {
     "requires_payment_method": PaymentStatus.PENDING,
     "requires_confirmation": PaymentStatus.PENDING,
     "requires_capture": PaymentStatus.AUTHORIZED,
-    "partially_captured": PaymentStatus.AUTHORIZED,
-    "partially_captured_and_capturable": PaymentStatus.AUTHORIZED,
+    "partially_captured": PaymentStatus.SUCCEEDED,
+    "partially_captured_and_capturable": PaymentStatus.SUCCEEDED,
     "partially_authorized_and_requires_capture": PaymentStatus.AUTHORIZED,
-    "partially_captured_and_processing": PaymentStatus.AUTHORIZED,
+    "partially_captured_and_processing": PaymentStatus.SUCCEEDED,
     "conflicted": PaymentStatus.PENDING,
     "expired": PaymentStatus.CANCELLED,
 }
 
+# IntentStatus in juspay/hyperswitch crates/common_enums/src/enums.rs (commit 00022b55b563),
+# in declaration order, and the two classes of it the mapping must respect.
+HYPERSWITCH_INTENT_STATUSES = (
+    "succeeded", "failed", "cancelled", "cancelled_post_capture", "processing",
+    "requires_customer_action", "requires_merchant_action", "requires_payment_method",
+    "requires_confirmation", "requires_capture", "partially_captured",
+    "partially_captured_and_capturable", "partially_authorized_and_requires_capture",
+    "partially_captured_and_processing", "conflicted", "expired",
+)  # fmt: skip
+# IntentStatus::is_in_terminal_state
+HYPERSWITCH_TERMINAL = {
+    "succeeded", "failed", "cancelled", "cancelled_post_capture", "partially_captured",
+    "expired",
+}  # fmt: skip
+# Money was captured, in whole or in part (AttemptStatus Charged / PartialCharged[AndChargeable]).
+MONEY_CAPTURED = {
+    "succeeded", "partially_captured", "partially_captured_and_capturable",
+    "partially_captured_and_processing",
+}  # fmt: skip
+
 
 def test_status_table_covers_every_intent_status() -> None:
+    assert set(INTENT_STATUS_MAP) == set(HYPERSWITCH_INTENT_STATUSES)
     assert dict(INTENT_STATUS_MAP) == STATUS_TABLE
+
+
+@pytest.mark.parametrize("intent_status", sorted(MONEY_CAPTURED))
+def test_money_captured_in_part_is_a_final_success_not_an_authorisation(
+    intent_status: str,
+) -> None:
+    payload = load("payment_succeeded_card")
+    payload["event_type"] = "payment_captured"
+    payload["content"]["object"]["status"] = intent_status
+    event = to_event(payload)
+    assert event is not None
+    assert event.status is PaymentStatus.SUCCEEDED
+    assert event.status.is_final and event.status.is_success
+
+
+def test_statuses_hyperswitch_calls_terminal_are_final_or_cancelled() -> None:
+    for intent_status in HYPERSWITCH_TERMINAL:
+        mapped = INTENT_STATUS_MAP[intent_status]
+        assert mapped.is_final or mapped is PaymentStatus.CANCELLED, intent_status
+    # and nothing Hyperswitch still works on is taken for an outcome it has not reached
+    for intent_status in set(HYPERSWITCH_INTENT_STATUSES) - HYPERSWITCH_TERMINAL - MONEY_CAPTURED:
+        mapped = INTENT_STATUS_MAP[intent_status]
+        assert mapped is not PaymentStatus.SUCCEEDED and mapped is not PaymentStatus.FAILED
 
 
 @pytest.mark.parametrize(("intent_status", "expected"), sorted(STATUS_TABLE.items()))
@@ -667,3 +711,29 @@ def test_parse_webhook_body() -> None:
         parse_webhook_body(b"{not json")
     with pytest.raises(EventValidationError, match="expected a JSON object, got array"):
         parse_webhook_body(b"[]")
+
+
+def test_customer_data_is_scrubbed_by_key_at_any_depth() -> None:
+    from apos.adapters.hyperswitch import scrub_customer_data, scrub_customer_text
+
+    payload = load("payment_failed_card")
+    obj = payload["content"]["object"]
+    person = {"address": {"line1": "1 Qpii St", "zip": "QP1"}, "phone": {"number": "77009"}}
+    obj.update(customer={"id": "cus_q", "email": "q@x.io"}, email="q@x.io", billing=person)
+    obj["payment_method_data"]["billing"] = person
+    scrubbed = json.dumps(scrub_customer_data(payload))
+    for value in ("cus_q", "q@x.io", "1 Qpii St", "QP1", "77009", "Jane Doe"):
+        assert value not in scrubbed
+    assert obj["payment_id"] in scrubbed and obj["email"] == "q@x.io"  # a copy; ids kept
+    text = scrub_customer_text('{"email": "q@x.io", "billing": {"line1": "1 Qpii St"')
+    assert "q@x.io" not in text and "1 Qpii St" not in text
+
+
+def test_a_card_number_as_card_network_is_refused_not_turned_into_a_token() -> None:
+    payload = load("payment_failed_card")
+    payload["content"]["object"]["payment_method_data"]["card"]["card_network"] = (
+        "4111 1111 1111 1111"
+    )
+    with pytest.raises(EventValidationError) as caught:
+        webhook_to_event(payload, received_at=datetime.now(UTC))
+    assert caught.value.errors[0].field.endswith("card.card_network")

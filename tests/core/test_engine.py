@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -58,7 +59,7 @@ def test_the_contract_of_the_brief() -> None:
     ]
     assert 0.0 <= d.confidence <= 1.0
     assert 0.0 < d.propensity <= 1.0
-    assert d.decision_id.startswith("dec_") and len(d.decision_id) == 28
+    assert re.fullmatch(r"dec_[0-9a-f]{8}_[0-9a-f]{8}_[0-9a-f]{8}", d.decision_id)
     assert d.policy == "thompson" and d.model_version.startswith("thompson-")
     assert d.reasons and all(isinstance(r, str) for r in d.reasons)
     assert json.loads(json.dumps(d.to_dict()))["connector"] == d.connector

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apos.core.events import (
     EventValidationError,
@@ -15,7 +17,7 @@ from apos.core.events import (
     events_to_json,
     parse_event,
 )
-from apos.core.iso import redact_card_numbers
+from apos.core.iso import contains_card_number, redact_card_numbers
 
 
 def _payload(**overrides: object) -> dict[str, object]:
@@ -71,7 +73,7 @@ def test_a_raw_card_number_is_refused_as_fingerprint(value: str) -> None:
     [
         "4242424242424241",  # fails Luhn
         "fp_4242424242424242",  # a hash-like token that contains digits
-        "424242424242",  # too short to be a card
+        "42424242424",  # 11 digits: too short to be a card
         "٤٢٤٢٤٢٤٢٤٢٤٢٤٢٤١",  # non-ASCII digits that fail Luhn
         "²²²²²²²²²²²²²²²²",  # digits, but not decimal ones
     ],
@@ -196,3 +198,54 @@ def test_a_masked_error_message_still_fits_its_column() -> None:
     event = parse_event(_payload(error_message=message))
     assert event.error_message is not None and len(event.error_message) <= 1024
     assert "1234567890128" not in event.error_message
+
+
+_CARD_IDS = ["4111111111111111", "pay_5555-5555-5555-4444", "m:378282246310005", "6759649826438453"]
+
+
+@pytest.mark.parametrize("field", ["event_id", "payment_id", "merchant_id", "decision_id"])
+@pytest.mark.parametrize("value", _CARD_IDS)
+def test_a_card_number_in_an_identifier_is_refused_without_being_echoed(
+    field: str, value: str
+) -> None:
+    with pytest.raises(EventValidationError) as caught:
+        parse_event(_payload(**{field: value}))
+    assert [e.field for e in caught.value.errors] == [field]
+    assert "card number" in caught.value.errors[0].message
+    assert value not in str(caught.value) and "4444" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("connector", "4111-1111-1111-1111"),
+        ("payment_method", "card-4111111111111111"),
+        ("card_network", "5555555555554444"),
+        ("error_code", "declined 5555 5555 5555 4444"),
+    ],
+)
+def test_a_card_number_in_a_code_is_refused(field: str, value: str) -> None:
+    with pytest.raises(EventValidationError) as caught:
+        parse_event(_payload(**{field: value}))
+    assert [e.field for e in caught.value.errors] == [field]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["evt_20261125_000123", "pay_123456789012", "dec_12345678_90123456_78901234", "4111-1111"],
+)
+def test_identifiers_with_digits_but_no_card_number_pass(value: str) -> None:
+    assert parse_event(_payload(event_id=value)).event_id == value
+
+
+def test_an_unknown_field_named_by_a_card_number_is_named_masked() -> None:
+    with pytest.raises(EventValidationError) as caught:
+        parse_event({**_payload(), "4111 1111 1111 1111": 1, "currency": "4111111111111111"})
+    assert sorted(e.field for e in caught.value.errors) == ["[card ****1111]", "currency"]
+    assert "4111 1111" not in str(caught.value) and "4111111111111111" not in str(caught.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="0123456789- abc_", max_size=40))
+def test_contains_card_number_agrees_with_redaction(text: str) -> None:
+    assert contains_card_number(text) == (redact_card_numbers(text) != text)

@@ -277,7 +277,7 @@ def test_experiments_split_and_report(api: Api) -> None:
             "treatment": {"policy": "thompson"},
             "merchant_id": "m_alpha",
         },
-        headers=api.as_("operator"),
+        headers=api.as_("admin"),  # a configuration change (docs/api.md, roles)
     )
     assert created.status_code == 201, created.text
     arms = {route(api, payment_id=f"px{i}").json()["experiment"]["arm"] for i in range(40)}
@@ -292,11 +292,11 @@ def test_experiments_split_and_report(api: Api) -> None:
                 "control": {"policy": "rules"},
                 "treatment": {"policy": "thompson"},
             },
-            headers=api.as_("operator"),
+            headers=api.as_("admin"),
         ).status_code
         == 409
     )
-    stopped = api.client.post("/v1/experiments/rules-vs-ts/stop", headers=api.as_("operator"))
+    stopped = api.client.post("/v1/experiments/rules-vs-ts/stop", headers=api.as_("admin"))
     assert stopped.json()["running"] is False
     assert route(api, payment_id="after").json()["experiment"] is None
     assert api.client.get("/v1/experiments/rules-vs-ts", headers=api.as_("beta")).status_code == 404
@@ -319,7 +319,7 @@ def test_an_experiment_change_not_yet_applied_here_is_a_202_and_audited(
 
     monkeypatch.setattr(api.services.routing, "control", slow)
     body = {"experiment_id": "late", "control": {"policy": "rules"}, "treatment": {}}
-    r = api.client.post("/v1/experiments", json=body, headers=api.as_("operator"))
+    r = api.client.post("/v1/experiments", json=body, headers=api.as_("admin"))
     assert (r.status_code, r.json()["status"]) == (202, "pending"), r.text
     assert r.headers["retry-after"] == "1"
     audit = api.client.get("/v1/audit", headers=api.as_("admin")).json()["items"]

@@ -74,7 +74,7 @@ def test_unusable_webhook_is_dead_lettered_with_the_field(signed: TestClient) ->
     payload = json.loads(body_of("payment_succeeded_card"))
     payload["content"]["object"]["currency"] = "XXX1"
     r = post_signed(signed, json.dumps(payload).encode())
-    assert r.status_code == 422
+    assert r.status_code == 200 and r.json()["status"] == "dead_lettered"
     assert any("currency" in e["field"] for e in r.json()["errors"])
     services = signed.app.state.services  # type: ignore[attr-defined]
     assert services.store.count_dead_letters() == 1
@@ -107,3 +107,44 @@ def test_merchant_key_webhook_rejects_are_filed_under_its_merchant(api: Api) -> 
         ("webhook.hyperswitch", "m_alpha", "{nope")
     ]
     assert api.client.get("/v1/dead-letters", headers=api.as_("beta")).json()["items"] == []
+
+
+def test_an_unusable_webhook_is_acknowledged_and_dead_lettered_once_per_event_id(
+    signed: TestClient,
+) -> None:
+    # A failed payment that never reached a connector: nothing to learn, nothing to retry.
+    payload = json.loads(body_of("payment_failed_card"))
+    payload["content"]["object"]["connector"] = None
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    answers = [post_signed(signed, body) for _ in range(3)]  # Hyperswitch's retries
+    assert [(r.status_code, r.json()["status"]) for r in answers] == [(200, "dead_lettered")] * 3
+    assert answers[0].json()["errors"][0]["field"] == "content.object.connector"
+    store = signed.app.state.services.store  # type: ignore[attr-defined]
+    assert store.count_dead_letters() == 1
+    # Another webhook with the same defect is another letter; so is one without an event_id.
+    payload["event_id"] = payload["event_id"] + "_other"
+    assert post_signed(signed, json.dumps(payload).encode()).status_code == 200
+    del payload["event_id"]
+    for _ in range(2):
+        assert post_signed(signed, json.dumps(payload).encode()).json()["status"] == (
+            "dead_lettered"
+        )
+    assert store.count_dead_letters() == 3
+    assert store.count_events() == 0
+
+
+def test_a_scoped_key_cannot_suppress_another_merchants_dead_letter(api: Api) -> None:
+    payload = json.loads(body_of("payment_failed_card"))
+    payload["content"]["object"]["connector"] = None
+    body = json.dumps(payload).encode()
+    headers = {"content-type": "application/json"}
+    for who in ("beta", "alpha", "alpha"):
+        r = api.client.post(
+            "/v1/webhooks/hyperswitch", content=body, headers={**headers, **api.as_(who)}
+        )
+        assert r.status_code == 200 and r.json()["status"] == "dead_lettered"
+    filed = [
+        d["merchant_id"]
+        for d in api.client.get("/v1/dead-letters", headers=api.as_("admin")).json()["items"]
+    ]
+    assert sorted(filed) == ["m_alpha", "m_beta"]

@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from apos.core.events import parse_event
 from apos.core.payment import Payment
 from apos.service.app import build_app
+from apos.service.applied import APPLIED_CHUNK, _AppliedRetention
 from apos.service.auth import Role, issue_key
-from apos.service.bootstrap import APPLIED_CHUNK, _AppliedRetention, build_services, save_snapshot
+from apos.service.bootstrap import build_services, save_snapshot
 from apos.settings import Settings
 from tests.service.conftest import make_event
 
@@ -201,7 +202,8 @@ def test_an_experiment_started_on_one_instance_runs_and_counts_on_every_instance
         TestClient(build_app(settings_a, a)) as on_a,
         TestClient(build_app(settings_b, b)) as on_b,
     ):
-        issued = issue_key("ops", Role.OPERATOR, None, datetime.now(UTC))
+        # an admin: experiments are configuration; it may route and send events too
+        issued = issue_key("ops", Role.ADMIN, None, datetime.now(UTC))
         a.store.create_api_key(issued.record)
         key = {"Authorization": f"Bearer {issued.token}"}
         body = {

@@ -90,9 +90,10 @@ from apos.core.events import (
     PaymentStatus,
     field_errors,
 )
-from apos.core.iso import COUNTRIES
+from apos.core.iso import COUNTRIES, contains_card_number
 
 __all__ = [
+    "CUSTOMER_DATA_KEYS",
     "INTENT_STATUS_MAP",
     "NON_PAYMENT_CONTENT_TYPES",
     "PAYMENT_EVENT_TYPES",
@@ -102,6 +103,8 @@ __all__ = [
     "WebhookSignatureError",
     "check_signature",
     "parse_webhook_body",
+    "scrub_customer_data",
+    "scrub_customer_text",
     "sign_body",
     "verify_signature",
     "webhook_to_event",
@@ -243,18 +246,31 @@ NON_PAYMENT_CONTENT_TYPES: Final = frozenset(
 
 _PAYMENT_CONTENT_TYPE: Final = "payment_details"
 
-# IntentStatus (crates/common_enums/src/enums.rs) -> the canonical outcome.
+# Every IntentStatus (crates/common_enums/src/enums.rs, checked against juspay/hyperswitch at
+# commit 00022b55b563; 16 variants) -> the canonical outcome. The webhook's ``status`` is
+# the intent's; AttemptStatus (28 variants, only inside the ``attempts`` list, sent when
+# expanded) is not read. The rule: money captured, in full or in part, is SUCCEEDED, as
+# Hyperswitch's own ``AttemptStatus::is_success`` counts ``Charged`` and ``PartialCharged``;
+# approved and not captured is AUTHORIZED; a decline is FAILED; an act of the merchant or
+# customer after the connector answered is CANCELLED; the rest is not decided yet.
 INTENT_STATUS_MAP: Final[Mapping[str, PaymentStatus]] = {
     "succeeded": PaymentStatus.SUCCEEDED,
-    # Authorised, some or all of the capture still to come (or captured in part): the
-    # connector said yes, which is what routing learns from.
+    # Captured in part. Final (``IntentStatus::is_in_terminal_state``): the rest was
+    # released. Not "authorized": the money moved, and the connector's answer was yes.
+    "partially_captured": PaymentStatus.SUCCEEDED,
+    # Captured in part, more may be captured later, or is still processing: money moved
+    # already, so the attempt succeeded; later webhooks of the same attempt are learnt once
+    # (per payment, attempt and connector).
+    "partially_captured_and_capturable": PaymentStatus.SUCCEEDED,
+    "partially_captured_and_processing": PaymentStatus.SUCCEEDED,
+    # Approved, nothing captured yet (manual capture); approved for part of the amount
+    # (AttemptStatus ``partially_authorized``): the issuer said yes, which routing learns.
     "requires_capture": PaymentStatus.AUTHORIZED,
-    "partially_captured": PaymentStatus.AUTHORIZED,
-    "partially_captured_and_capturable": PaymentStatus.AUTHORIZED,
-    "partially_captured_and_processing": PaymentStatus.AUTHORIZED,
     "partially_authorized_and_requires_capture": PaymentStatus.AUTHORIZED,
     "failed": PaymentStatus.FAILED,
     "cancelled": PaymentStatus.CANCELLED,
+    # Voided after capture: the merchant's act, after the capture's own webhook reported
+    # the success; not a second outcome of the connector.
     "cancelled_post_capture": PaymentStatus.CANCELLED,
     "expired": PaymentStatus.CANCELLED,  # authorisation lapsed before capture: not a decline
     "processing": PaymentStatus.PENDING,
@@ -346,6 +362,8 @@ def _compact(text: str) -> str:
 def _card_network(raw: object) -> str | None:
     if not isinstance(raw, str) or not raw.strip():
         return None
+    if contains_card_number(raw):
+        return raw  # refused by PaymentEvent, naming the field: not turned into 4111_1111_...
     compact = _compact(raw)
     if compact in _CARD_NETWORKS:
         return _CARD_NETWORKS[compact]
@@ -687,3 +705,58 @@ def webhook_to_event(payload: Mapping[str, Any], *, received_at: datetime) -> Pa
             for e in field_errors(exc)
         ]
         raise EventValidationError(errors) from None  # the cause echoes input values
+
+
+# ----------------------------------------------------------------------------- customer data
+
+# Keys of ``PaymentsResponse`` (and the types nested in it: ``CustomerDetailsResponse``,
+# ``Address``/``AddressDetails``, ``PhoneDetails``, ``CardResponse``, ``BrowserInformation``,
+# ``CustomerAcceptance``) whose values identify or locate a person. Scrubbed by key, at any
+# depth, from a payload APOS keeps (dead letters): the mapping never needs them raw, and
+# the customer id reaches an event only hashed (``fingerprint``).
+CUSTOMER_DATA_KEYS: Final = frozenset(
+    {
+        "customer", "customer_id", "email", "name", "phone", "phone_country_code",
+        "billing", "shipping", "address", "first_name", "last_name", "line1", "line2",
+        "line3", "city", "state", "zip", "origin_zip", "number", "country_code",
+        "card_holder_name", "nick_name", "bank_account_holder_name", "browser_info",
+        "ip_address", "customer_acceptance", "billing_details", "shipping_details",
+    }
+)  # fmt: skip
+_REDACTED: Final = "[redacted]"
+# A customer-data key and its string value in text that is not valid JSON.
+_CUSTOMER_PAIR = re.compile(
+    r'"(' + "|".join(sorted(CUSTOMER_DATA_KEYS)) + r')"(\s*:\s*)"(?:[^"\\]|\\.)*"'
+)
+
+
+def scrub_customer_data(payload: Any) -> Any:
+    """A copy of a decoded webhook with every customer-data value (see
+    :data:`CUSTOMER_DATA_KEYS`) replaced by ``"[redacted]"``; nulls stay null.
+
+    >>> scrub_customer_data({"content": {"object": {"email": "ann@example.com",
+    ...     "billing": {"address": {"line1": "1 Main St"}}, "customer_id": None}}})
+    {'content': {'object': {'email': '[redacted]', 'billing': '[redacted]', 'customer_id': None}}}
+    """
+    if isinstance(payload, dict):
+        return {
+            key: (
+                _REDACTED
+                if key in CUSTOMER_DATA_KEYS and value is not None
+                else scrub_customer_data(value)
+            )
+            for key, value in payload.items()
+        }
+    if isinstance(payload, list):
+        return [scrub_customer_data(value) for value in payload]
+    return payload
+
+
+def scrub_customer_text(text: str) -> str:
+    """:func:`scrub_customer_data` for a body that is not valid JSON: the string value of
+    every customer-data key is replaced, wherever the text still reads as ``"key": "..."``.
+
+    >>> scrub_customer_text('{"email": "ann@example.com", "name": "Ann", "amount": 1')
+    '{"email": "[redacted]", "name": "[redacted]", "amount": 1'
+    """
+    return _CUSTOMER_PAIR.sub(lambda m: f'"{m.group(1)}"{m.group(2)}"{_REDACTED}"', text)

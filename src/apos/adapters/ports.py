@@ -28,6 +28,8 @@ class InsertResult:
     inserted: int
     duplicates: int
     inserted_ids: frozenset[str] = frozenset()
+    # The batch's row in the outbox of learning (written with the events), if any were new.
+    outbox_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,9 @@ class DeadLetter:
     received_at: datetime
     merchant_id: str | None = None  # when it could be read from the raw payload
     id: int | None = None  # set by the store
+    # A digest of the sender's id for this input (a Hyperswitch event_id): the store keeps
+    # one letter per (source, dedupe_key), so a redelivery is not kept twice. None: always kept.
+    dedupe_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +136,7 @@ class Store(Protocol):
     def list_events(self, query: EventQuery) -> Page[PaymentEvent]: ...
     def get_event(self, event_id: str) -> PaymentEvent | None: ...
     def count_events(self, merchant_id: str | None = None) -> int: ...
-    def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None: ...
+    def add_dead_letters(self, letters: Sequence[DeadLetter]) -> int: ...
     def list_dead_letters(
         self, merchant_id: str | None, limit: int, cursor: str | None
     ) -> Page[DeadLetter]: ...

@@ -7,10 +7,15 @@ terminal shows the run as it happens; the API (and its audit log) stays up after
 
 The service runs with ``clock = "event"``: at 20x speed simulated time runs ahead of the wall
 clock, and breakers and learning must follow the payments' own time.
+
+The screen also lists the anomalies the service raised (``GET /v1/anomalies``), each with
+when the scenario's injected incident began and when APOS flagged it; the final table lists
+them all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -33,9 +38,44 @@ from apos.service.bootstrap import build_services
 from apos.service.logs import configure_logging
 from apos.settings import Settings
 from apos.sim import HttpRouter, Progress, format_table, load_scenario, render_report, run_live
+from apos.sim.http import service_anomalies
+from apos.sim.incidents import Flagged
+from apos.sim.report import format_duration, format_offset
+from apos.sim.scenario import Scenario
 
 BASELINES = ("round_robin", "fixed_best", "sliding_window_sr", "oracle")
 STATE_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red"}
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "dim"}
+
+
+def render_anomalies(anomalies: list[Flagged] | None, start: float, limit: int = 6) -> Panel:
+    """The anomalies panel: the newest ``limit`` incidents the service raised, each with
+    when the scenario's incident began and when APOS flagged it (offsets from ``start``)."""
+    if anomalies is None:
+        return Panel(Text("detection is off", style="dim"), title="anomalies")
+    if not anomalies:
+        body = Text("none raised yet", style="dim")
+    else:
+        body = Text()
+        for a in anomalies[-limit:]:
+            if body:
+                body.append("\n")
+            body.append(f"{a.anomaly_type:<16}", style=SEVERITY_STYLE.get(a.severity, ""))
+            body.append(f" {a.entity:<22} {a.severity:<8} {a.score:4.2f}  ")
+            if a.began is None:
+                body.append("no injected incident", style="yellow")
+            else:
+                body.append(f"{a.incident} began {format_offset(a.began, start)}")
+            body.append(f" · flagged {format_offset(a.flagged, start)}")
+            if a.delay is not None:
+                body.append(f" ({format_duration(a.delay)} later)", style="bold")
+            if a.cleared is None:
+                body.append(" · active", style="bold red")
+            else:
+                body.append(f" · cleared {format_offset(a.cleared, start)}", style="green")
+    more = len(anomalies) - limit if anomalies else 0
+    title = f"anomalies APOS raised ({len(anomalies)}{f', {more} not shown' if more > 0 else ''})"
+    return Panel(body, title=title)
 
 
 @dataclasses.dataclass
@@ -49,6 +89,8 @@ class _Screen:
     connectors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     audit: list[str] = dataclasses.field(default_factory=list)
     started: float = dataclasses.field(default_factory=time.monotonic)
+    scenario_start: float = 0.0  # epoch seconds: offsets on screen count from it
+    anomalies: list[Flagged] | None = dataclasses.field(default_factory=list)
 
     def render(self) -> Group:
         p = self.progress
@@ -86,7 +128,14 @@ class _Screen:
             states.append(f" {c['connector']} ", style=STATE_STYLE.get(c["state"], ""))
             states.append(f"[{c['state']}]  ")
         audit = Text("\n".join(self.audit[-5:]) or "no breaker changes yet", style="dim")
-        return Group(head, status, table, states, Panel(audit, title="audit log (latest)"))
+        return Group(
+            head,
+            status,
+            table,
+            states,
+            render_anomalies(self.anomalies, self.scenario_start),
+            Panel(audit, title="audit log (latest)"),
+        )
 
 
 def _start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, Any]:
@@ -106,7 +155,11 @@ def _start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread,
     return server, thread, services
 
 
-def _poll_api(client: httpx.Client, headers: dict[str, str], screen: _Screen) -> None:
+def _poll_api(
+    client: httpx.Client, headers: dict[str, str], screen: _Screen, scenario: Scenario
+) -> None:
+    with contextlib.suppress(httpx.HTTPError, RuntimeError, KeyError, ValueError):
+        screen.anomalies = service_anomalies(client, headers, scenario, max_pages=1)
     try:
         screen.connectors = client.get("/v1/connectors", headers=headers).json()["items"]
         items = client.get("/v1/audit", params={"limit": 20}, headers=headers).json()["items"]
@@ -144,6 +197,9 @@ def run_demo(
         host=host,
         port=port,
         clock="event",
+        # At speed x, simulated time runs ahead of the wall clock by up to the scenario's
+        # length: the window of accepted event time must cover it (apos.core.event_time).
+        event_max_future_s=scenario.traffic.duration + 300.0,
         connectors=scenario.connector_names,
         tick_interval_s=0.2,
     )
@@ -160,7 +216,7 @@ def run_demo(
     scenario = dataclasses.replace(
         scenario, traffic=dataclasses.replace(scenario.traffic, start=float(int(time.time())))
     )
-    screen = _Screen(scenario.name, base, speed)
+    screen = _Screen(scenario.name, base, speed, scenario_start=scenario.traffic.start)
     router = HttpRouter(base, admin.token, connectors=scenario.connector_names, batch_size=50)
     routers: dict[str, Any] = {"apos": router, **{b: b for b in BASELINES}}
     api = httpx.Client(base_url=base, timeout=5)
@@ -168,11 +224,15 @@ def run_demo(
     with Live(screen.render(), console=console, refresh_per_second=4) as live:
         for progress in run:
             screen.progress = progress
-            _poll_api(api, headers, screen)
+            _poll_api(api, headers, screen, scenario)
             live.update(screen.render())
     router.close()
     result = run.result
     if result is not None:
+        # The service's own records: its writer thread may lag the last events by a moment.
+        time.sleep(1.0)
+        _poll_api(api, headers, screen, scenario)
+        result.anomalies = screen.anomalies
         console.print(format_table(result))
         report = render_report(result, var / "demo-report")
         console.print(f"report with plots: {report}")

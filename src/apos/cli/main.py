@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from apos.cli.detect import detect as detect_command
 from apos.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -116,6 +117,13 @@ def simulate(
         str | None, typer.Option(envvar="APOS_API_KEY", help="Operator key for --url.")
     ] = None,
     speed: Annotated[float | None, typer.Option(help="With --url: x real time.")] = None,
+    detect: Annotated[
+        bool,
+        typer.Option(
+            help="List the anomalies APOS's detectors raise (a Monitor fed the APOS lane's "
+            "outcomes; with --url, the service's own records)."
+        ),
+    ] = True,
 ) -> None:
     """Run a scenario in simulated time against the Engine and the baselines (or, with
     --url, against a running APOS over HTTP) and print the report table."""
@@ -130,11 +138,16 @@ def simulate(
         if not api_key:
             console.print("[red]--url needs --api-key (or APOS_API_KEY)[/red]")
             raise typer.Exit(2)
-        result = run_http(loaded, url, api_key, speed=speed, payments=payments, seed=seed)
+        result = run_http(
+            loaded, url, api_key, speed=speed, payments=payments, seed=seed, anomalies=detect
+        )
     else:
-        result = run_scenario(loaded, payments=payments, seed=seed)
+        result = run_scenario(loaded, payments=payments, seed=seed, detect=detect)
     typer.echo(format_table(result))
     console.print(f"report: {render_report(result, report_dir)}")
+
+
+app.command("detect")(detect_command)
 
 
 def ensure_admin_key(store: Any) -> str | None:
@@ -219,10 +232,12 @@ def ingest(
 
     With APOS_REDIS_URL set, the newly stored events are also appended to the applied
     stream, as the service does, so running instances learn them ("published" in the
-    totals). On embedded defaults (no Redis) a running server does not learn from this
-    process, not even after a restart: to teach it, POST the events to its /v1/events.
+    totals; if this process dies first, a running instance's outbox relay publishes them).
+    On embedded defaults (no Redis) a running server learns them from the outbox only at
+    its next start: to teach it now, POST the events to its /v1/events.
     """
-    from apos.service.bootstrap import AppliedPublisher
+    from apos.adapters.db.outbox import OutboxStore
+    from apos.service.applied import AppliedPublisher
     from apos.service.ingest import Ingestor
     from apos.service.metrics import Metrics
 
@@ -238,18 +253,21 @@ def ingest(
         console.print(f"[red]Redis at {_redacted(settings.redis_url or '')} is unreachable[/red]")
         raise typer.Exit(2)
     store = _store(settings)
-    ingestor = Ingestor(store, Metrics())
+    if publisher is not None:
+        publisher.close()  # reopened with the outbox, now that the store exists
+        publisher = AppliedPublisher(settings, OutboxStore(store.engine))
+    ingestor = Ingestor(store, Metrics(), settings.event_time_window)
     source = f"file:{file.name}"
     totals = {"accepted": 0, "duplicates": 0, "rejected": 0}
     if publisher is not None:
         totals["published"] = 0
         send = publisher
 
-        def publish(events: Sequence[PaymentEvent]) -> None:
-            send(events)
+        def publish(events: Sequence[PaymentEvent], outbox_id: int | None) -> None:
+            send.publish_batch(events, outbox_id)
             totals["published"] += len(events)
 
-        ingestor.add_listener(publish)
+        ingestor.add_batch_listener(publish)
     size = file.stat().st_size
     # utf-8-sig: spreadsheet "CSV UTF-8" exports start with a BOM, which would otherwise
     # glue itself to the first column name and make every row fail validation.
@@ -287,17 +305,18 @@ def ingest(
         if batch:
             flush()
         progress.update(task, completed=size)
-    store.close()
     if publisher is not None:
-        publisher.close()
+        publisher.close()  # deletes the outbox rows of what it published
+    store.close()
     typer.echo(orjson.dumps(totals).decode())
     if totals["rejected"]:
         console.print(f"{totals['rejected']} rejected: see GET /v1/dead-letters")
     if publisher is not None and totals["published"] < totals["accepted"]:
         unsent = totals["accepted"] - totals["published"]
         console.print(
-            f"[red]{unsent} stored events could not be published to {publisher.stream}: "
-            "running instances have not learnt them[/red]"
+            f"[red]{unsent} stored events could not be published to {publisher.stream} "
+            "yet: they stay in the outbox, and a running instance's relay publishes "
+            "them[/red]"
         )
         raise typer.Exit(1)
 
@@ -325,11 +344,21 @@ def keys_create(
     merchant_id: Annotated[str | None, typer.Option(help="Scope to one merchant.")] = None,
 ) -> None:
     """Create a key and print it (once: only its hash is stored)."""
+    from pydantic import ValidationError
+
     from apos.adapters.ports import AuditEntry
+    from apos.core.events import field_errors
+    from apos.service.api.keys import KeyCreate
     from apos.service.auth import Role, issue_key
 
     try:
         parsed = Role.parse(role)
+        # The API's rules (no card number in a name or scope), without echoing the value.
+        KeyCreate(name=name, role=parsed.name.lower(), merchant_id=merchant_id)
+    except ValidationError as exc:
+        for error in field_errors(exc):
+            console.print(f"[red]--{error.field.replace('_', '-')}: {error.message}[/red]")
+        raise typer.Exit(2) from None
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None

@@ -50,6 +50,15 @@ _CLOSED = BreakerState.CLOSED
 _HALF_OPEN = BreakerState.HALF_OPEN
 
 
+def _decision_id(bits: int) -> str:
+    """``dec_`` and 96 random bits as three groups of 8 hex digits.
+
+    A run of 12 or more hex digits can be all decimal and pass the Luhn check; the id would
+    then be refused as a card number when an outcome event sends it back.
+    """
+    return f"dec_{bits >> 64:08x}_{(bits >> 32) & 0xFFFFFFFF:08x}_{bits & 0xFFFFFFFF:08x}"
+
+
 class _Resolved:
     """A policy configuration turned into the objects that run it (cached per merchant)."""
 
@@ -84,7 +93,8 @@ class Engine:
 
     Parameters:
         connectors: The connectors known at start (more are added as events or payments
-            name them). Names are compared in lower case.
+            name them). Names are compared in lower case. Any iterable of names; a bare
+            string is refused (``TypeError``).
         seed: Seeds every random choice and the decision ids.
         config: Policies, learner and breakers; defaults to ``EngineConfig()``.
 
@@ -115,6 +125,8 @@ class Engine:
         seed: int = 0,
         config: EngineConfig | None = None,
     ) -> None:
+        if isinstance(connectors, str):  # not one-letter connectors "s", "t", "r", ...
+            raise TypeError("connectors must be a sequence of connector names, not a string")
         names = list(dict.fromkeys(c.lower() for c in connectors))
         if not names:
             raise ValueError("an engine needs at least one connector")
@@ -147,6 +159,11 @@ class Engine:
     def connectors(self) -> tuple[str, ...]:
         """Every connector the engine knows, in the order it learnt of them."""
         return tuple(self._connectors)
+
+    @property
+    def clock(self) -> float:
+        """The latest event time the engine has learnt or routed at (-inf before any)."""
+        return self._learner.clock
 
     def connectors_for(self, merchant_id: str) -> tuple[str, ...]:
         """The connectors ``merchant_id``'s payments may go to when they name none: those the
@@ -378,7 +395,7 @@ class Engine:
                 ranked.extend(sorted((i for i in group if i != chosen), key=lambda i: -scores[i]))
         self.decisions_made += 1
         return Decision(
-            decision_id=f"dec_{rng.getrandbits(96):024x}",
+            decision_id=_decision_id(rng.getrandbits(96)),
             payment_id=payment.payment_id,
             merchant_id=merchant,
             connector=eligible[chosen],
@@ -470,8 +487,10 @@ class Engine:
     def observe(self, event: PaymentEvent, now: float) -> None:
         """Learn from one outcome. Pending outcomes are ignored; unknown connectors are added.
 
-        Learning is positioned at the event's own ``occurred_at`` (event time); ``now`` is
-        used only when an event lacks it. Connector errors (``connector_error_codes``:
+        Learning is positioned at the event's own ``occurred_at`` (event time), but never
+        later than ``now``: an event dated ahead of the engine's clock is learnt at ``now``,
+        so no event can advance the clock others are judged by; ``now`` is also used when an
+        event lacks a time. Connector errors (``connector_error_codes``:
         timeouts, connector-side errors) that arrive while the connector's breaker is open
         or half-open feed the breaker only, not the success-rate learner. Not idempotent: the store
         deduplicates by ``event_id`` before events reach the engine. Fields a partially
@@ -494,7 +513,9 @@ class Engine:
             ts = float(event.occurred_ts)
         except (AttributeError, TypeError, ValueError, OverflowError):
             ts = now
-        if not math.isfinite(ts):
+        # Never past ``now``: a sender's clock must not move the time every merchant's
+        # statistics, breakers and experiments run on (apos.core.event_time).
+        if not math.isfinite(ts) or ts > now:
             ts = now
         path = self._context.path_of(
             merchant,

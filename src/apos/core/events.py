@@ -18,7 +18,7 @@ import string
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from pydantic import (
@@ -30,16 +30,31 @@ from pydantic import (
     field_validator,
 )
 
-from apos.core.iso import COUNTRIES, CURRENCIES, looks_like_card_number, redact_card_numbers
+from apos.core.iso import (
+    COUNTRIES,
+    CURRENCIES,
+    contains_card_number,
+    looks_like_card_number,
+    redact_card_numbers,
+)
 
 __all__ = [
+    "CARD_NUMBER_REFUSED",
+    "MAX_AMOUNT",
+    "UNSTORABLE_REFUSED",
     "EventValidationError",
     "FieldError",
+    "Identifier",
     "PaymentEvent",
     "PaymentStatus",
+    "Text",
+    "Token",
     "events_from_json",
     "events_to_json",
     "parse_event",
+    "refuse_card_number",
+    "refuse_unstorable",
+    "unstorable_path",
 ]
 
 
@@ -72,9 +87,26 @@ _IDENT_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
+CARD_NUMBER_REFUSED = "looks like a card number; card numbers are not accepted here"
+
+
+_Text = TypeVar("_Text", str, str | None)
+
+
+def refuse_card_number(value: _Text) -> _Text:
+    """Validator: refuse a value holding a card number (12-19 Luhn-valid digits, spaces or
+    dashes between them) anywhere, without echoing it. For ids, codes and names: a card
+    number there would be stored, listed and logged in the clear. ``None`` passes."""
+    if value is not None and contains_card_number(value):
+        raise ValueError(CARD_NUMBER_REFUSED)
+    return value
+
+
 def _identifier(value: str) -> str:
     if not _IDENT_CHARS.issuperset(value):
         raise ValueError("may contain only letters, digits and _ . : -")
+    if contains_card_number(value):  # fewer than 12 digits (nearly all ids): no regex
+        raise ValueError(CARD_NUMBER_REFUSED)
     return value
 
 
@@ -84,6 +116,91 @@ def _lower_token(value: str) -> str:
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_identifier)]
 Token = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_lower_token)]
+
+# What no database column can hold (PostgreSQL refuses U+0000 in text and JSON, and text
+# that is not UTF-8, as a lone surrogate is not) and no person reads: control characters
+# other than tab and line breaks.
+_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+UNSTORABLE_REFUSED = "must not contain NUL or other control characters, or lone surrogates"
+
+
+def refuse_unstorable(value: _Text) -> _Text:
+    """Validator for free text (names, messages, configuration strings): refuse NUL and
+    other control characters (tab, CR and LF pass) and lone surrogates, so that a value
+    that passes validation is one every backend stores. ``None`` passes.
+
+    >>> refuse_unstorable("card declined (code 05)")
+    'card declined (code 05)'
+    >>> refuse_unstorable("a" + chr(0))
+    Traceback (most recent call last):
+    ...
+    ValueError: must not contain NUL or other control characters, or lone surrogates
+    """
+    if value is not None and _UNSTORABLE.search(value):
+        raise ValueError(UNSTORABLE_REFUSED)
+    return value
+
+
+# The largest amount in minor units accepted anywhere (events, routing, decision engine).
+MAX_AMOUNT = 10**15
+
+Text = Annotated[str, AfterValidator(refuse_unstorable)]
+"""Free text every backend can store; give it a ``Field(max_length=...)`` where it is used."""
+
+_INT64 = 2**63
+
+
+def unstorable_path(document: Any, path: str = "") -> str | None:
+    """The dotted path of the first key or string of a JSON-like document that
+    :func:`refuse_unstorable` refuses, or of an integer beyond 64 bits (which neither
+    BIGINT columns nor orjson hold); None if there is none.
+
+    >>> unstorable_path({"rules": [{"name": "ok"}, {"name": "a" + chr(0)}]})
+    'rules.1.name'
+    >>> unstorable_path({"limit": 2**64}) is None
+    False
+    """
+    # Iterative, depth first: a hostile document nested 1,000 deep must not recurse.
+    stack: list[tuple[str, Any]] = [(path, document)]
+    while stack:
+        here, node = stack.pop()
+        if isinstance(node, str):
+            if _UNSTORABLE.search(node):
+                return here
+        elif isinstance(node, bool):
+            continue
+        elif isinstance(node, int):
+            if not -_INT64 <= node < _INT64:
+                return here
+        elif isinstance(node, dict):
+            children = []
+            for key, value in node.items():
+                name = str(key)
+                if _UNSTORABLE.search(name):
+                    return here  # the key itself is the problem: never quote it
+                children.append((f"{here}.{name}" if here else name, value))
+            stack.extend(reversed(children))
+        elif isinstance(node, list | tuple):
+            items = [(f"{here}.{i}" if here else str(i), v) for i, v in enumerate(node)]
+            stack.extend(reversed(items))
+    return None
+    if isinstance(document, int):
+        return None if -_INT64 <= document < _INT64 else path
+    if isinstance(document, dict):
+        for key, value in document.items():
+            name = str(key)
+            here = f"{path}.{name}" if path else name
+            if _UNSTORABLE.search(name):
+                return path  # the key itself is the problem: never quote it
+            found = unstorable_path(value, here)
+            if found is not None:
+                return found
+    elif isinstance(document, list | tuple):
+        for i, value in enumerate(document):
+            found = unstorable_path(value, f"{path}.{i}" if path else str(i))
+            if found is not None:
+                return found
+    return None
 
 
 class PaymentEvent(BaseModel):
@@ -120,7 +237,7 @@ class PaymentEvent(BaseModel):
     profile_id: Identifier | None = None
     connector: Token
     status: PaymentStatus
-    amount: int = Field(ge=0, le=10**15)
+    amount: int = Field(ge=0, le=MAX_AMOUNT)
     currency: str = Field(min_length=3, max_length=3)
     payment_method: Token = "card"
     payment_method_type: Token | None = None
@@ -146,7 +263,7 @@ class PaymentEvent(BaseModel):
     def _known_currency(cls, value: str) -> str:
         code = value.upper()
         if code not in CURRENCIES:
-            raise ValueError(f"unknown ISO 4217 currency code {value!r}")
+            raise ValueError("unknown ISO 4217 currency code")
         return code
 
     @field_validator("issuer_country", mode="after")
@@ -156,16 +273,20 @@ class PaymentEvent(BaseModel):
             return None
         code = value.upper()
         if code not in COUNTRIES:
-            raise ValueError(f"unknown ISO 3166-1 alpha-2 country code {value!r}")
+            raise ValueError("unknown ISO 3166-1 alpha-2 country code")
         return code
 
     @field_validator("error_code", "error_message", "fingerprint", mode="after")
     @classmethod
     def _no_nul(cls, value: str | None) -> str | None:
         # PostgreSQL text cannot hold U+0000: refused here, not as a failed batch later.
-        if value is not None and "\x00" in value:
-            raise ValueError("must not contain NUL characters (U+0000)")
-        return value
+        return refuse_unstorable(value)
+
+    @field_validator("error_code", mode="after")
+    @classmethod
+    def _code_without_card_number(cls, value: str | None) -> str | None:
+        # A code is kept and grouped on as is; unlike a message it is not worth masking.
+        return refuse_card_number(value)
 
     @field_validator("error_message", mode="after")
     @classmethod
@@ -220,13 +341,13 @@ def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
     """Turn pydantic's errors into :class:`FieldError` s without echoing input values.
 
     Input values are dropped on purpose: a rejected field may hold card data or secrets.
+    Card numbers are masked in what is left: an unknown field's name is the sender's input.
     """
     out: list[FieldError] = []
     for err in exc.errors(include_input=False, include_url=False):
-        path = ".".join(str(p) for p in err["loc"])
-        out.append(
-            FieldError(field=f"{prefix}{path}" if path else prefix.rstrip("."), message=err["msg"])
-        )
+        path = redact_card_numbers(".".join(str(p) for p in err["loc"]))
+        field = f"{prefix}{path}" if path else prefix.rstrip(".")
+        out.append(FieldError(field=field, message=redact_card_numbers(err["msg"])))
     return out
 
 

@@ -51,15 +51,20 @@ COUNTRIES: Final[frozenset[str]] = frozenset(
 )
 
 
-def looks_like_card_number(text: str) -> bool:
-    """True if ``text`` is 13-19 digits (spaces and dashes allowed) that pass the Luhn check.
+CARD_MIN_DIGITS: Final = 12
 
-    Used to refuse raw card numbers wherever APOS expects a hashed fingerprint, and by the
-    log masker. Luhn: double every second digit from the right, sum the digits, mod 10 == 0.
+
+def looks_like_card_number(text: str) -> bool:
+    """True if ``text`` is 12-19 digits (spaces and dashes allowed) that pass the Luhn check.
+
+    12 to 19 digits is the length of every payment card number in use (ISO/IEC 7812; the
+    shortest are 12-digit Maestro cards). Used to refuse raw card numbers wherever APOS
+    expects a hashed fingerprint, and by the log masker. Luhn: double every second digit
+    from the right, sum the digits, mod 10 == 0.
     """
     compact = text.replace(" ", "").replace("-", "")
     # str methods first: this runs on every ingested fingerprint, nearly all not digits.
-    if not 13 <= len(compact) <= 19 or not compact.isdecimal():
+    if not CARD_MIN_DIGITS <= len(compact) <= 19 or not compact.isdecimal():
         return False
     if not compact.isascii():  # the same number in another script's digits (int() reads them)
         compact = "".join(str(unicodedata.decimal(c)) for c in compact)
@@ -77,7 +82,10 @@ def looks_like_card_number(text: str) -> bool:
 # Bounded by non-digits only: "card_4111111111111111" or "pan4111..." is still a card number
 # (masking a digit run inside an identifier errs on the safe side).
 _DIGITS = re.compile(r"\d+")
-_CARD_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,}\d(?!\d)")
+_CARD_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){11,}\d(?!\d)")
+_DIGIT_BYTES = b"0123456789"
+# Every byte but digits, spaces and dashes -> "x": what is left between two "x" may be a card.
+_RUN_BYTES = bytes(c if chr(c) in "0123456789 -" else ord("x") for c in range(256))
 
 
 def redact_card_numbers(text: str) -> str:
@@ -93,18 +101,104 @@ def redact_card_numbers(text: str) -> str:
     return _CARD_CANDIDATE.sub(lambda match: _mask_run(match.group(0)), text)
 
 
-def _mask_run(run: str) -> str:
-    """Mask the card numbers in one run of digit groups (``"12 4111 1111 1111 1111"``).
+def contains_card_number(text: str) -> bool:
+    """True if a card number (see :func:`looks_like_card_number`) appears anywhere in ``text``.
+
+    Refuses card numbers in identifiers and codes: it runs for every such field of every
+    ingested event, so text with fewer than 12 digits (nearly all of them) is answered by
+    counting its digits, without a regular expression.
+
+    >>> contains_card_number("pay_4111-1111-1111-1111"), contains_card_number("pay_1234")
+    (True, False)
+    """
+    if len(text) < CARD_MIN_DIGITS:
+        return False
+    if text.isascii():
+        data = text.encode()
+        if len(data) - len(data.translate(None, _DIGIT_BYTES)) < CARD_MIN_DIGITS:
+            return False
+        # Digits enough, but split by letters ("dec_1a2b3c4d_..."): still no regex.
+        if max(map(len, data.translate(_RUN_BYTES).split(b"x"))) < CARD_MIN_DIGITS:
+            return False
+    return any(_formatted_card_in_run(m.group(0)) for m in _CARD_CANDIDATE.finditer(text))
+
+
+# How card numbers are written when they are split: groups of four (the last may be
+# shorter: 4-4-4-4, 4-4-4-4-3, 4-4-4-2), or Amex's 4-6-5 and Diners' 4-6-4; at least 14
+# digits (a split 4-4-4 is a UUID's middle far more often than a 12-digit Maestro card).
+_SPLIT_LAYOUTS = frozenset({(4, 6, 5), (4, 6, 4)})
+
+
+def _card_layout(lengths: tuple[int, ...]) -> bool:
+    if len(lengths) == 1:
+        return CARD_MIN_DIGITS <= lengths[0] <= 19
+    if lengths in _SPLIT_LAYOUTS:
+        return True
+    total = sum(lengths)
+    return 14 <= total <= 19 and all(n == 4 for n in lengths[:-1]) and 1 <= lengths[-1] <= 4
+
+
+def _formatted_card_in_run(run: str) -> bool:
+    """Whether a run of digit groups holds a card number written as cards are: one unbroken
+    run of 12-19 digits, or groups in a card layout (:data:`_SPLIT_LAYOUTS`), Luhn-valid.
+
+    Stricter than masking (:func:`_card_in_run`) on purpose: refusing an id must not catch
+    dates and references split differently ("order-2026-11-05-123456" passes Luhn one time
+    in ten), while masking a log line errs on the safe side.
+    """
+    groups = [(m.start(), m.end()) for m in _DIGITS.finditer(run)]
+    for first in range(len(groups)):
+        for last in range(first, min(first + 5, len(groups))):
+            lengths = tuple(end - start for start, end in groups[first : last + 1])
+            if sum(lengths) > 19:
+                break
+            if _card_layout(lengths) and looks_like_card_number(
+                run[groups[first][0] : groups[last][1]]
+            ):
+                return True
+    return False
+
+
+def card_number_path(document: object, path: str = "") -> str | None:
+    """The dotted path of the first card number in a JSON-like document, else ``None``.
+
+    Keys count as much as values: a card number used as a key is still stored. A key that
+    holds a card number is reported masked, so the path can be shown to the sender.
+
+    >>> card_number_path({"rules": [{"name": "r1", "connectors": ["4111 1111 1111 1111"]}]})
+    'rules.0.connectors.0'
+    """
+    if isinstance(document, str):
+        return path if contains_card_number(document) else None
+    if isinstance(document, dict):
+        for key, value in document.items():
+            name = str(key)
+            here = f"{path}.{redact_card_numbers(name)}" if path else redact_card_numbers(name)
+            if contains_card_number(name):
+                return here
+            found = card_number_path(value, here)
+            if found is not None:
+                return found
+    elif isinstance(document, list | tuple):
+        for index, value in enumerate(document):
+            found = card_number_path(value, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
+
+
+def _card_in_run(run: str) -> tuple[int, int] | None:
+    """Where the first card number is in one run of digit groups (``"12 4111 1111 1111
+    1111"``): ``(start, end)``, or ``None``.
 
     The candidate pattern is greedy: a card next to other numbers ("code 12 4111...", a date)
-    makes one run that fails Luhn as a whole, so the windows of 13-19 digits between group
+    makes one run that fails Luhn as a whole, so the windows of 12-19 digits between group
     boundaries are tried too, leftmost first, then longest.
     """
     core = run.strip(" -")  # a remainder keeps the separator before it
     if core and looks_like_card_number(core):
-        digits = [c for c in core if c.isdigit()]
         lead = run.index(core[0])
-        return f"{run[:lead]}[card ****{''.join(digits[-4:])}]{run[lead + len(core) :]}"
+        return lead, lead + len(core)
     groups = [(m.start(), m.end()) for m in _DIGITS.finditer(run)]
     for first, (start, _) in enumerate(groups):
         count, best = 0, None
@@ -112,8 +206,18 @@ def _mask_run(run: str) -> str:
             count += groups[last][1] - groups[last][0]
             if count > 19:
                 break
-            if count >= 13 and looks_like_card_number(run[start : groups[last][1]]):
+            if count >= CARD_MIN_DIGITS and looks_like_card_number(run[start : groups[last][1]]):
                 best = groups[last][1]
-        if best is not None and (first, best) != (0, len(run)):
-            return run[:start] + _mask_run(run[start:best]) + _mask_run(run[best:])
-    return run
+        if best is not None:
+            return start, best
+    return None
+
+
+def _mask_run(run: str) -> str:
+    """Mask the card numbers in one run of digit groups (see :func:`_card_in_run`)."""
+    span = _card_in_run(run)
+    if span is None:
+        return run
+    start, end = span
+    digits = [c for c in run[start:end] if c.isdigit()]
+    return f"{run[:start]}[card ****{''.join(digits[-4:])}]{_mask_run(run[end:])}"

@@ -34,6 +34,8 @@ Bands are per currency on purpose: 1000 JPY and 1000 USD are different payments.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from typing import Final
 
@@ -79,7 +81,7 @@ _BAND_LIMITS: Final[dict[int, tuple[int, int, int]]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Payment:
     """A payment about to be routed: what the router may base its choice on.
 
@@ -94,23 +96,127 @@ class Payment:
         country: ISO 3166-1 alpha-2 country of the card issuer (``issuer_country`` in events).
         payment_method_type: ``credit``, ``debit``, ``apple_pay``, ...
         eligible_connectors: The connectors the switch can send this payment to; ``None``
-            means every connector the engine knows.
+            means every connector the engine knows. Any iterable of names is accepted and
+            kept as a tuple in its order (a set, which has none, in sorted order, so that
+            routing stays deterministic); a bare string is refused, not read as a list of
+            one-letter connectors.
+
+    The constructor checks every field's type and normalises ``amount`` (any integer type,
+    e.g. ``numpy.int64``, becomes an ``int``) and ``eligible_connectors``. The compiled
+    engine (``make accel``) type-checks what it reads where plain Python would carry on, so
+    doing it here, once, makes both builds accept and refuse exactly the same payments.
+    Errors are ``TypeError`` naming the field, never echoing the value.
 
     >>> p = Payment(payment_id="p1", merchant_id="m1", amount=1999, currency="USD",
     ...             card_network="visa", country="US")
     >>> context_path(p)[-1]
     ('card', 'visa', 'US', 'lt100', 'm1')
+    >>> Payment("p2", "m1", 500, "EUR", eligible_connectors=["adyen", "x"]).eligible_connectors
+    ('adyen', 'x')
+    >>> Payment("p3", "m1", 500, "EUR", eligible_connectors="stripe")
+    Traceback (most recent call last):
+    ...
+    TypeError: Payment.eligible_connectors must be an iterable of connector names, not a string
     """
 
     payment_id: str
     merchant_id: str
     amount: int
     currency: str
-    payment_method: str = "card"
-    card_network: str | None = None
-    country: str | None = None
-    payment_method_type: str | None = None
-    eligible_connectors: tuple[str, ...] | None = None
+    payment_method: str
+    card_network: str | None
+    country: str | None
+    payment_method_type: str | None
+    eligible_connectors: tuple[str, ...] | None
+
+    def __init__(
+        self,
+        payment_id: str,
+        merchant_id: str,
+        amount: int,
+        currency: str,
+        payment_method: str = "card",
+        card_network: str | None = None,
+        country: str | None = None,
+        payment_method_type: str | None = None,
+        eligible_connectors: Iterable[str] | None = None,
+    ) -> None:
+        if not (
+            isinstance(payment_id, str)
+            and isinstance(merchant_id, str)
+            and isinstance(currency, str)
+            and isinstance(payment_method, str)
+            and (card_network is None or isinstance(card_network, str))
+            and (country is None or isinstance(country, str))
+            and (payment_method_type is None or isinstance(payment_method_type, str))
+        ):
+            _refuse_text(
+                payment_id=payment_id,
+                merchant_id=merchant_id,
+                currency=currency,
+                payment_method=payment_method,
+                card_network=card_network,
+                country=country,
+                payment_method_type=payment_method_type,
+            )
+        if type(amount) is not int:
+            amount = _minor_units(amount)
+        eligible: tuple[str, ...] | None
+        if eligible_connectors is None or (
+            type(eligible_connectors) is tuple and all(map(_IS_STR, eligible_connectors))
+        ):
+            eligible = eligible_connectors  # already normal: the route path's case
+        else:
+            eligible = _connector_names(eligible_connectors)
+        setattr_ = object.__setattr__  # frozen: the dataclass's own __init__ does the same
+        setattr_(self, "payment_id", payment_id)
+        setattr_(self, "merchant_id", merchant_id)
+        setattr_(self, "amount", amount)
+        setattr_(self, "currency", currency)
+        setattr_(self, "payment_method", payment_method)
+        setattr_(self, "card_network", card_network)
+        setattr_(self, "country", country)
+        setattr_(self, "payment_method_type", payment_method_type)
+        setattr_(self, "eligible_connectors", eligible)
+
+
+_IS_STR = str.__instancecheck__  # isinstance(x, str), callable by map() without a lambda
+
+
+def _refuse_text(**fields: object) -> None:
+    """Raise ``TypeError`` for the first text field that is not a str (``None`` allowed
+    only where the field is optional). The value is not echoed: it may be a card number."""
+    required = ("payment_id", "merchant_id", "currency", "payment_method")
+    for name, value in fields.items():
+        if isinstance(value, str) or (value is None and name not in required):
+            continue
+        raise TypeError(f"Payment.{name} must be a str, got {type(value).__name__}")
+
+
+def _minor_units(value: object) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        # A float is refused rather than rounded: 19.99 is a major-unit amount by mistake.
+        raise TypeError(
+            f"Payment.amount must be an integer (minor units), got {type(value).__name__}"
+        )
+    return operator.index(value)
+
+
+def _connector_names(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str | bytes | bytearray):
+        raise TypeError(
+            "Payment.eligible_connectors must be an iterable of connector names, not a string"
+        )
+    try:
+        names = tuple(value)
+    except TypeError:
+        raise TypeError(
+            "Payment.eligible_connectors must be an iterable of connector names, "
+            f"got {type(value).__name__}"
+        ) from None
+    if not all(map(_IS_STR, names)):
+        raise TypeError("Payment.eligible_connectors must hold connector names (str)")
+    return tuple(sorted(names)) if isinstance(value, Set) else names
 
 
 def amount_band(amount: int, currency: str) -> str:

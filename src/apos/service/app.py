@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apos import __version__
+from apos.core.iso import contains_card_number
 from apos.service.api import (
+    anomalies,
     decision_engine,
     events,
     keys,
@@ -22,9 +24,12 @@ from apos.service.api import (
     system,
     webhooks,
 )
+from apos.service.api.deps import storable_query
+from apos.service.api.encoding import EncodedBodyGuard
 from apos.service.api.route_endpoint import RouteEndpoint
 from apos.service.bootstrap import Services, build_services
 from apos.service.errors import install_error_handlers
+from apos.service.openapi import complete as complete_openapi
 from apos.settings import Settings, load_settings
 
 
@@ -45,6 +50,8 @@ class RequestIdMiddleware:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")[:64]
                 break
+        if request_id and contains_card_number(request_id):
+            request_id = None  # replaced, never sent back or logged: it may be a card number
         request_id = request_id or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode("latin-1"))
@@ -111,10 +118,14 @@ def build_app(settings: Settings | None = None, services: Services | None = None
         summary="Autonomous payment orchestration: learns, routes, detects, heals, explains.",
         lifespan=lifespan,
         openapi_url="/openapi.json",
+        dependencies=[Depends(storable_query)],
     )
     app.state.services = services
-    app.fast_paths = {route_endpoint.PATH: RequestIdMiddleware(RouteEndpoint(services))}
-    app.add_middleware(RequestIdMiddleware)
+    # A compressed body is refused (415) before any endpoint, the fast path included.
+    route = RequestIdMiddleware(EncodedBodyGuard(RouteEndpoint(services)))
+    app.fast_paths = {route_endpoint.PATH: route}
+    app.add_middleware(EncodedBodyGuard)
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so the 415 has an id
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(events.router)
@@ -122,6 +133,7 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     app.include_router(keys.router)
     app.include_router(routing.router)
     app.include_router(decision_engine.router)
+    app.include_router(anomalies.router)
     _document_event_schema(app)
     return app
 
@@ -149,6 +161,7 @@ def _document_event_schema(app: FastAPI) -> None:
             route = RouteRequest.model_json_schema(ref_template="#/components/schemas/{model}")
             components["RouteRequest"] = route
             route_endpoint.document(schema)
+            complete_openapi(schema, app.routes)
             app.openapi_schema = schema
         return app.openapi_schema
 

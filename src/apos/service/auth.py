@@ -10,6 +10,11 @@ Roles are ordered: ``viewer`` (read) < ``operator`` (send events, route, approve
 < ``admin`` (keys, configuration). A key may be scoped to one merchant: then every read is
 filtered to that merchant and every write for another merchant is refused.
 
+Configuration is whatever decides how live traffic is routed or who may act: experiments,
+the decision-engine merchant accounts and rules, keys. Changing it is an admin's, never an
+operator's: operator keys sit in the payment path (the switch's servers), the most widely
+deployed keys, and a leaked one must not be able to redirect traffic (``docs/api.md``).
+
 Verified keys are cached for ``cache_ttl`` seconds so a request does not hit the database;
 a revoked key therefore stops working within that time (default 5 s, documented in the API).
 """
@@ -30,6 +35,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from apos.adapters.ports import ApiKeyRecord, Store
+from apos.core.iso import redact_card_numbers
 from apos.service.errors import ApiError
 
 
@@ -73,7 +79,9 @@ class Principal:
 
 
 def forbidden_merchant(merchant_id: str) -> ApiError:
-    return ApiError(403, "forbidden_merchant", f"this key may not access merchant {merchant_id!r}")
+    # Often a query parameter, not validated: masked, never echoed as sent.
+    shown = redact_card_numbers(merchant_id)
+    return ApiError(403, "forbidden_merchant", f"this key may not access merchant {shown!r}")
 
 
 def hash_key(token: str) -> str:

@@ -17,19 +17,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 
 from apos import __version__
+from apos.adapters.alerts import AlertDispatcher, AlertSink, SlackSink, WebhookSink
 from apos.adapters.bus import build_bus
-from apos.adapters.bus.redis_streams import StreamTail, connect
+from apos.adapters.bus.redis_streams import StreamTail
 from apos.adapters.db import SqlStore, upgrade_database
+from apos.adapters.db.anomalies import AnomalyStore
 from apos.adapters.db.decisions import DecisionStore
+from apos.adapters.db.outbox import OutboxStore
 from apos.adapters.db.snapshots import SavedSnapshot, SnapshotStore
 from apos.adapters.ports import AuditEntry, BusMessage, DeadLetter, EventBus, Store
 from apos.core.config import EngineConfig
 from apos.core.engine import Engine
-from apos.core.events import PaymentEvent, events_from_json, events_to_json
+from apos.core.events import PaymentEvent, events_from_json
+from apos.service.applied import (
+    APPLIED_CHUNK,
+    AppliedPublisher,
+    relearn_outbox,
+)
 from apos.service.auth import KeyVerifier
+from apos.service.detection import DETECTION_SNAPSHOT, DetectionService
 from apos.service.ingest import Ingestor, dead_letter_text
 from apos.service.logs import get_logger
 from apos.service.metrics import Metrics
@@ -111,21 +119,30 @@ class Services:
     decisions: DecisionStore
     snapshots: SnapshotStore
     writer: DecisionWriter
+    outbox: OutboxStore
     version: str = __version__
     started_at: float = field(default_factory=time.time)
     workers: list[BackgroundWorker] = field(default_factory=list)
+    publisher: AppliedPublisher | None = None  # with Redis
+    anomalies: AnomalyStore | None = None
+    detection: DetectionService | None = None  # unless detection_enabled is off
+    alerts: AlertDispatcher | None = None
     stream_position: Callable[[], str | None] = lambda: None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def start(self) -> None:
         self.writer.start()
+        if self.alerts is not None:
+            self.alerts.start()
         for worker in self.workers:
             worker.start()
 
     def stop_workers(self) -> None:
+        # Producers first (the stream tail and consumer queue outcomes for the writer),
+        # then the writer's last flush, then the snapshot: nothing is queued after it.
         for worker in self.workers:
             worker.stop()
-        self.writer.stop()
+        self.writer.stop()  # flushes; logs (never raises) if the database is down
         try:
             save_snapshot(self)
         except Exception:
@@ -133,6 +150,8 @@ class Services:
 
     def close(self) -> None:
         self.stop_workers()
+        if self.alerts is not None:
+            self.alerts.stop()
         for closer in self._closers:
             closer()
         self.bus.close()
@@ -167,6 +186,16 @@ def build_engine(settings: Settings, saved: SavedSnapshot | None) -> Engine:
     engine = Engine(settings.connectors, seed=seed, config=config)
     engine.load_snapshot(saved.state)
     engine.reseed(seed)
+    latest = settings.event_time_window.latest(time.time())
+    if engine.clock > latest:
+        # Saved by a version that let one far-future event move the engine's clock: every
+        # statistic in it has decayed to nothing against that clock. Start cold instead.
+        log.warning(
+            "engine snapshot is dated past the accepted event time; starting cold",
+            snapshot_clock=engine.clock,
+            latest_accepted=latest,
+        )
+        return Engine(settings.connectors, seed=seed, config=config)
     return engine
 
 
@@ -177,15 +206,27 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     store = SqlStore(settings.database_url)
     metrics = Metrics()
     bus = build_bus(settings, on_poison=lambda message: poison_to_dead_letter(store, message))
-    ingestor = Ingestor(store, metrics)
+    ingestor = Ingestor(store, metrics, settings.event_time_window)
     decisions = DecisionStore(store.engine)
     snapshots = SnapshotStore(store.engine)
     saved = _load_snapshot(snapshots)
     engine = build_engine(settings, saved)
-    writer = DecisionWriter(decisions, flush_interval_s=settings.decision_flush_ms / 1000)
-    routing = RoutingService(engine, metrics, writer, follow_event_time=settings.clock == "event")
+    writer = DecisionWriter(
+        decisions,
+        flush_interval_s=settings.decision_flush_ms / 1000,
+        dead_letter=store.add_dead_letters,
+    )
+    routing = RoutingService(
+        engine,
+        metrics,
+        writer,
+        follow_event_time=settings.clock == "event",
+        window=settings.event_time_window,
+    )
     if saved is not None:
         routing.events_learned = saved.events_learned
+        routing.outcomes_applied = saved.outcomes_applied
+        routing.outcomes_digest = saved.outcomes_digest
     services = Services(
         settings=settings,
         store=store,
@@ -197,22 +238,108 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         decisions=decisions,
         snapshots=snapshots,
         writer=writer,
+        outbox=OutboxStore(store.engine),
+        anomalies=AnomalyStore(store.engine),
     )
+    detection = services.detection = _detection(services)
     services.workers.append(_stream_consumer(services))
     if settings.redis_url:
         _share_state_through_redis(services, saved)
     else:
-        ingestor.add_listener(routing.learn)
+        # Learnt here, and durably once a snapshot holds it: the snapshot deletes the
+        # outbox rows it covers, and what a crash left in the outbox is learnt now.
+        def learn(events: Sequence[PaymentEvent], row: int | None) -> None:
+            if detection is not None:  # first: see apos.service.detection, "Snapshots"
+                detection.observe(events, outbox_id=row)
+            routing.learn(events, outbox_id=row)
+
+        ingestor.add_batch_listener(learn)
+        try:
+            relearnt = relearn_outbox(services.outbox, learn)
+        except Exception:
+            # Database down at start: the rows stay, and the next start learns them.
+            log.exception("could not read the outbox; what it holds is learnt next start")
+            relearnt = 0
+        if detection is not None:
+            detection.replay_done()
+        if relearnt:
+            log.warning("learnt stored batches the last run had not saved", batches=relearnt)
     services.workers.append(_ticker(services))
     services.workers.append(_snapshotter(services))
+    if detection is not None:
+        interval = settings.tick_interval_s
+        ticks = BackgroundWorker("detection-tick", lambda: detection.tick() * 0, interval)
+        services.workers.append(ticks)
+        services.workers.append(BackgroundWorker("anomaly-writer", _anomaly_writer(detection)))
     return services
 
 
-def _load_snapshot(snapshots: SnapshotStore) -> SavedSnapshot | None:
+def _detection(services: Services) -> DetectionService | None:
+    """The monitor (continuing from its snapshot), fed like the engine; alerts if set."""
+    settings = services.settings
+    if not settings.detection_enabled:
+        return None
+    from apos.core.detect.config import DetectionConfig
+    from apos.core.detect.monitor import Monitor
+
+    saved = _load_snapshot(services.snapshots, DETECTION_SNAPSHOT)
+    state = DetectionService.saved_monitor(saved)
+    if state is not None:
+        monitor = Monitor.restore(state)
+    else:
+        path = settings.detection_config
+        config = None
+        if path is not None:
+            text = path.read_text()
+            data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+            config = DetectionConfig.from_dict(data)
+        monitor = Monitor(config)
+        saved = None
+    metrics = services.metrics
+    sinks: list[AlertSink] = [
+        WebhookSink(url, _secret(settings.alert_webhook_secret))
+        for url in settings.alert_webhook_urls
+    ]
+    sinks += [SlackSink(url.get_secret_value()) for url in settings.alert_slack_webhook_urls]
+    alerts = None
+    if sinks:
+        alerts = services.alerts = AlertDispatcher(
+            sinks,
+            queue_size=settings.alert_queue_size,
+            rate_per_minute=settings.alert_rate_per_minute,
+            on_delivered=lambda sink: metrics.alerts_delivered.labels(sink).inc(),
+            on_failed=lambda sink, reason: metrics.alert_failures.labels(sink).inc(),
+        )
+    assert services.anomalies is not None
+    routing = services.routing
+    return DetectionService(
+        monitor,
+        services.anomalies,
+        metrics,
+        clock=lambda: routing.now().timestamp(),
+        alerts=alerts,
+        alert_min_severity=settings.alert_min_severity,
+        saved=saved,
+    )
+
+
+def _secret(value: Any) -> str | None:
+    return None if value is None else str(value.get_secret_value())
+
+
+def _anomaly_writer(detection: DetectionService) -> Callable[[], int]:
+    def step() -> int:
+        detection.wait_for_findings(0.5)
+        return detection.write_step()
+
+    return step
+
+
+def _load_snapshot(snapshots: SnapshotStore, name: str = SNAPSHOT_NAME) -> SavedSnapshot | None:
     try:
-        saved = snapshots.load(SNAPSHOT_NAME)
+        saved = snapshots.load(name)
     except Exception:
-        log.exception("could not read the engine snapshot; starting cold")
+        log.exception("could not read the snapshot; starting cold", snapshot=name)
         return None
     if saved is not None:
         log.info(
@@ -223,81 +350,16 @@ def _load_snapshot(snapshots: SnapshotStore) -> SavedSnapshot | None:
     return saved
 
 
-# Most events one entry of the applied stream carries.
-APPLIED_CHUNK = 100
-
-
-class _AppliedRetention:
-    """How many entries the applied stream keeps so that it holds about ``events`` events.
-
-    XADD trims by entries; entries carry 1 to APPLIED_CHUNK events (single webhooks, whole
-    stream batches). The running mean of this instance's chunk sizes converts one into the
-    other, so the stream keeps ~``events`` events (the history a restarted instance can
-    replay from its snapshot position) whatever the mix, never more than ``events`` entries.
-    """
-
-    def __init__(self, events: int) -> None:
-        self._events = events
-        self._mean = 1.0
-
-    def entries_after(self, chunk: int) -> int:
-        """Record a chunk of ``chunk`` events; the MAXLEN for its XADD."""
-        self._mean += (chunk - self._mean) * 0.01
-        return max(1_000, int(self._events / max(self._mean, 1.0)))
-
-
-class AppliedPublisher:
-    """Appends newly stored events to the applied stream, which every instance tails.
-
-    An ingestor listener: the service adds one, and so does ``apos ingest`` when Redis is
-    configured, so that running instances learn from events whoever stored them. The
-    service also sends its control messages through :meth:`control`.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        if not settings.redis_url:
-            raise ValueError("the applied stream needs a Redis URL")
-        self.stream = settings.applied_stream
-        self._client = connect(settings.redis_url)
-        self._retention = _AppliedRetention(settings.stream_maxlen)
-
-    def ping(self) -> bool:
-        """Whether Redis answers."""
-        try:
-            return bool(self._client.ping())
-        except RedisError:
-            return False
-
-    def __call__(self, events: Sequence[PaymentEvent]) -> None:
-        # An entry per chunk (a JSON array): ~1 µs an event to encode and one XADD per
-        # chunk, where an entry per event cost ~18 µs an event here and ~14 on every tail.
-        pipe = self._client.pipeline(transaction=False)
-        for i in range(0, len(events), APPLIED_CHUNK):
-            chunk = events[i : i + APPLIED_CHUNK]
-            maxlen = self._retention.entries_after(len(chunk))
-            pipe.xadd(
-                self.stream, {"event": events_to_json(chunk)}, maxlen=maxlen, approximate=True
-            )
-        pipe.execute()
-
-    def control(self, message: dict[str, Any]) -> None:
-        """Append a control message (experiment start or stop), in order with the events."""
-        maxlen = self._retention.entries_after(1)
-        self._client.xadd(
-            self.stream, {"event": orjson.dumps(message)}, maxlen=maxlen, approximate=True
-        )
-
-    def close(self) -> None:
-        self._client.close()
-
-
 def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) -> None:
     """Every instance appends what it stored to the applied stream and learns from a tail
     of it, so all instances learn from every event exactly once each."""
     settings = services.settings
-    publisher = AppliedPublisher(settings)
+    publisher = AppliedPublisher(settings, services.outbox)
     stream = publisher.stream
-    services.ingestor.add_listener(publisher)
+    services.ingestor.add_batch_listener(publisher.publish_batch)
+    services.publisher = publisher
+    # Every instance relays what others left in the outbox (idempotent: see applied.py).
+    services.workers.append(BackgroundWorker("outbox-relay", publisher.relay_step, 0.25))
     services.routing.share_controls(publisher.control)
     # From the snapshot's position if there is one; otherwise from what the stream still
     # holds, so a new instance warms up from recent history rather than from nothing.
@@ -312,6 +374,7 @@ def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) 
         block_ms=min(settings.stream_block_ms, 500),
     )
     routing = services.routing
+    detection = services.detection
 
     def step() -> int:
         messages = tail.read()
@@ -331,6 +394,8 @@ def _share_state_through_redis(services: Services, saved: SavedSnapshot | None) 
                 events = []
                 routing.apply_control(entry, message.id)
             else:
+                if detection is not None:  # before the engine: see apos.service.detection
+                    detection.observe(entry, message.id)
                 events.extend(entry)
             upto = message.id
         routing.learn(events, upto)
@@ -411,14 +476,28 @@ def _ticker(services: Services) -> BackgroundWorker:
 
 
 def save_snapshot(services: Services) -> None:
-    """Persist the engine's learnt state with the stream position it includes."""
-    with services.routing.lock:
-        state = services.routing.engine.snapshot()
+    """Persist the engine's learnt state with the stream position it includes; embedded,
+    delete (in the same transaction) the outbox rows of the batches the state holds."""
+    routing = services.routing
+    with routing.lock:
+        state = routing.engine.snapshot()
         position = services.stream_position()
-        learned = services.routing.events_learned
-    services.snapshots.save(
-        SavedSnapshot(SNAPSHOT_NAME, datetime.now(UTC), position, learned, state)
+        learned = routing.events_learned
+        applied, digest = routing.outcomes_applied, routing.outcomes_digest
+        settled = frozenset(routing.outbox_learnt)
+    snapshot = SavedSnapshot(
+        SNAPSHOT_NAME, datetime.now(UTC), position, learned, state, applied, digest
     )
+    detection = services.detection
+    if detection is not None:
+        # Captured after the engine's state and written before it: apos.service.detection.
+        detection.save(services.snapshots, deleting=settled)
+    services.snapshots.save(snapshot, settled)
+    if settled:
+        with routing.lock:
+            routing.outbox_learnt -= settled
+        if detection is not None:
+            detection.settled(settled)
 
 
 def _snapshotter(services: Services) -> BackgroundWorker:

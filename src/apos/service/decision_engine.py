@@ -26,8 +26,21 @@ from pydantic.alias_generators import to_camel
 
 from apos.adapters.db.routing_config import MerchantRoutingConfig, RoutingConfigStore
 from apos.core.config import PolicyConfig
-from apos.core.events import PaymentStatus
-from apos.core.iso import COUNTRIES, CURRENCIES, CURRENCY_EXPONENTS
+from apos.core.events import (
+    CARD_NUMBER_REFUSED,
+    UNSTORABLE_REFUSED,
+    PaymentStatus,
+    refuse_card_number,
+    unstorable_path,
+)
+from apos.core.iso import (
+    COUNTRIES,
+    CURRENCIES,
+    CURRENCY_EXPONENTS,
+    card_number_path,
+    contains_card_number,
+    redact_card_numbers,
+)
 from apos.service.bootstrap import Services, load_engine_config
 from apos.service.logs import get_logger
 from apos.service.routing import RoutingService
@@ -116,9 +129,9 @@ _NOT_TOKEN = re.compile(r"[^a-z0-9_.:\-]+")
 
 
 def _identifier(value: str) -> str:
-    if not _IDENTIFIER.match(value):
+    if not _IDENTIFIER.fullmatch(value):  # match() would let a trailing newline through
         raise ValueError("may contain only letters, digits and _ . : - (at most 128)")
-    return value
+    return refuse_card_number(value)
 
 
 def token(value: str | None) -> str | None:
@@ -160,26 +173,30 @@ class PaymentInfo(_CamelModel):
     )
 
     check_payment_id = field_validator("payment_id")(_identifier)
+    # Checked before token() turns "4111 1111 1111 1111" into "4111_1111_1111_1111".
+    check_labels = field_validator(
+        "preferred_gateway", "payment_method_type", "payment_method", "card_network"
+    )(refuse_card_number)
 
     @field_validator("currency")
     @classmethod
     def _currency(cls, value: str) -> str:
         if value.upper() not in CURRENCIES:
-            raise ValueError(f"unknown ISO 4217 currency code {value!r}")
+            raise ValueError("unknown ISO 4217 currency code")
         return value.upper()
 
     @field_validator("country")
     @classmethod
     def _country(cls, value: str | None) -> str | None:
         if value is not None and value.upper() not in COUNTRIES:
-            raise ValueError(f"unknown ISO 3166-1 alpha-2 country code {value!r}")
+            raise ValueError("unknown ISO 3166-1 alpha-2 country code")
         return None if value is None else value.upper()
 
     @field_validator("payment_type")
     @classmethod
     def _payment_type(cls, value: str) -> str:
         if value not in TXN_OBJECT_TYPES:
-            raise ValueError(f"unknown variant {value!r}, expected one of the TxnObjectType")
+            raise ValueError("unknown variant, expected one of the TxnObjectType values")
         return value
 
 
@@ -193,6 +210,14 @@ class DecideGatewayRequest(_CamelModel):
     elimination_enabled: bool | None = None
 
     check_merchant_id = field_validator("merchant_id")(_identifier)
+
+    @field_validator("eligible_gateway_list")
+    @classmethod
+    def _gateways(cls, value: list[str] | None) -> list[str] | None:
+        for gateway in value or ():
+            if contains_card_number(gateway):
+                raise ValueError(CARD_NUMBER_REFUSED)
+        return value
 
 
 class UpdateGatewayScoreRequest(_CamelModel):
@@ -210,13 +235,14 @@ class UpdateGatewayScoreRequest(_CamelModel):
     payment_method_type: str | None = None
 
     check_ids = field_validator("merchant_id", "payment_id")(_identifier)
+    check_labels = field_validator("gateway")(refuse_card_number)
 
     @field_validator("status")
     @classmethod
     def _status(cls, value: str) -> str:
         value = STATUS_ALIASES.get(value, value)
         if value not in STATUS_MAP:
-            raise ValueError(f"unknown variant {value!r}, expected one of the TxnStatus values")
+            raise ValueError("unknown variant, expected one of the TxnStatus values")
         return value
 
     def latency_ms(self) -> float | None:
@@ -279,8 +305,8 @@ class DebitRoutingData(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    merchant_category_code: str
-    acquirer_country: str
+    merchant_category_code: str = Field(max_length=64)
+    acquirer_country: str = Field(max_length=64)
 
 
 RULE_DATA: Final[dict[str, type[BaseModel]]] = {
@@ -298,9 +324,34 @@ class MerchantAccountCreate(_SnakeModel):
     """Body of ``POST /merchant-account/create``."""
 
     merchant_id: str = Field(min_length=1, max_length=128)
-    gateway_success_rate_based_decider_input: str | None = None
+    gateway_success_rate_based_decider_input: str | None = Field(default=None, max_length=16_384)
 
     check_merchant_id = field_validator("merchant_id")(_identifier)
+    check_decider_input = field_validator("gateway_success_rate_based_decider_input")(
+        refuse_card_number
+    )
+
+
+# ``config.data`` of a rule: the largest the engine's own configurations need (a successRate
+# rule with per-dimension overrides and gateway scores is 5 levels deep) with room to spare.
+RULE_DATA_MAX_DEPTH: Final = 6
+RULE_DATA_MAX_BYTES: Final = 16 * 1024
+
+
+def nesting_depth(document: Any) -> int:
+    """Levels of objects and arrays in a JSON-like document (a scalar is 0, ``{}`` is 1).
+
+    >>> nesting_depth({"a": [{"b": 1}]}), nesting_depth(3)
+    (3, 0)
+    """
+    depth = 0
+    level = [document]
+    while True:  # breadth first: no recursion limit to hit on a hostile document
+        containers = [n for n in level if isinstance(n, dict | list | tuple)]
+        if not containers:
+            return depth
+        depth += 1
+        level = [c for n in containers for c in (n.values() if isinstance(n, dict) else n)]
 
 
 class RuleConfigEnvelope(_SnakeModel):
@@ -309,13 +360,21 @@ class RuleConfigEnvelope(_SnakeModel):
     type: str
     data: dict[str, Any]
 
+    @field_validator("data")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Stored, audited and echoed as given: refused beyond the limits rather than cut.
+        if nesting_depth(value) > RULE_DATA_MAX_DEPTH:
+            raise ValueError(f"nested deeper than {RULE_DATA_MAX_DEPTH} levels")
+        if len(orjson.dumps(value)) > RULE_DATA_MAX_BYTES:
+            raise ValueError(f"larger than {RULE_DATA_MAX_BYTES} bytes as JSON")
+        return value
+
     @field_validator("type")
     @classmethod
     def _type(cls, value: str) -> str:
         if value not in RULE_TYPES:
-            raise ValueError(
-                f"unknown variant {value!r}, expected successRate, elimination or debitRouting"
-            )
+            raise ValueError("unknown variant, expected successRate, elimination or debitRouting")
         return RULE_TYPES[value]
 
 
@@ -325,12 +384,16 @@ class RuleConfigRequest(_SnakeModel):
     merchant_id: str = Field(min_length=1, max_length=128)
     config: RuleConfigEnvelope
 
+    check_merchant_id = field_validator("merchant_id")(_identifier)
+
 
 class RuleFetchRequest(_SnakeModel):
     """Body of ``POST /rule/get`` and ``POST /rule/delete``."""
 
     merchant_id: str = Field(min_length=1, max_length=128)
     algorithm: Literal["successRate", "elimination", "debitRouting"]
+
+    check_merchant_id = field_validator("merchant_id")(_identifier)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -350,14 +413,27 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 def parse_model(model: type[_M], data: Any) -> _M:
-    """Validate ``data`` (never echoing input values: they may hold card data)."""
+    """Validate ``data`` (never echoing input values: they may hold card data).
+
+    Any key or string anywhere in ``data`` that no database can store (NUL and other control
+    characters, lone surrogates; see :func:`~apos.core.events.refuse_unstorable`) is refused
+    first, ignored fields included, as ``/v1/events`` refuses it.
+    """
+    path = unstorable_path(data)
+    if path is not None:
+        field = redact_card_numbers(path)
+        raise BadInput(
+            f"{field or 'body'}: {UNSTORABLE_REFUSED}",
+            [{"field": field, "message": UNSTORABLE_REFUSED}],
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        # Masked: an unknown field's name is input too, and may be a card number.
         errors = [
             {
-                "field": ".".join(str(p) for p in err["loc"]),
-                "message": err["msg"],
+                "field": redact_card_numbers(".".join(str(p) for p in err["loc"])),
+                "message": redact_card_numbers(err["msg"]),
             }
             for err in exc.errors(include_input=False, include_url=False)
         ]
@@ -400,7 +476,12 @@ def event_id_for(body: UpdateGatewayScoreRequest, connector: str) -> str:
     """A deterministic event id: the same update sent twice is one event."""
     enforced = "1" if body.enforce_dynamic_routing_failure else "0"
     key = "\x1f".join((body.merchant_id, body.payment_id, connector, body.status, enforced))
-    return "de_" + hashlib.sha256(key.encode()).hexdigest()[:40]
+    digest = hashlib.sha256(key.encode()).hexdigest()[:40]
+    if contains_card_number(digest):
+        # About 1 digest in 100 has a Luhn-valid run of 12+ decimal digits, which the event
+        # would be refused for; in groups of 8 it cannot (the others keep their old ids).
+        return "de_" + "_".join(digest[i : i + 8] for i in range(0, 40, 8))
+    return "de_" + digest
 
 
 def outcome_of(body: UpdateGatewayScoreRequest) -> tuple[PaymentStatus, str | None]:
@@ -455,7 +536,18 @@ def rule_data(envelope: RuleConfigEnvelope) -> dict[str, Any]:
     """Validate ``config.data`` for its type; the normalised form that is stored and echoed."""
     model = RULE_DATA[envelope.type]
     data = parse_model(model, envelope.data)
-    return data.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    normalised = data.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    # Stored, audited and echoed: no card number in any name or value (gateway names...).
+    path = card_number_path(normalised)
+    if path is not None:
+        raise BadInput(
+            f"{path}: {CARD_NUMBER_REFUSED}", [{"field": path, "message": CARD_NUMBER_REFUSED}]
+        )
+    path = unstorable_path(normalised)  # a whole float read into an integer beyond 64 bits
+    if path is not None:
+        message = "must be an integer of at most 64 bits"
+        raise BadInput(f"{path}: {message}", [{"field": path, "message": message}])
+    return normalised
 
 
 # --------------------------------------------------------------------------- runtime state

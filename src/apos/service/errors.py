@@ -15,10 +15,12 @@ import redis
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from apos.core.events import FieldError
+from apos.core.iso import redact_card_numbers
 from apos.service.logs import get_logger
 
 log = get_logger("api")
@@ -67,10 +69,17 @@ def error_json(
     errors: list[FieldError] | None = None,
     request_id: str | None = None,
 ) -> bytes:
-    """The standard error body, serialised."""
-    body: dict[str, Any] = {"code": code, "message": message}
+    """The standard error body, serialised.
+
+    Card numbers are masked in the message and in every field name and message: the last
+    guard, should any of them quote the sender's input (an unknown field's name, an id).
+    """
+    body: dict[str, Any] = {"code": code, "message": redact_card_numbers(message)}
     if errors:
-        body["errors"] = [e.model_dump() for e in errors]
+        body["errors"] = [
+            {"field": redact_card_numbers(e.field), "message": redact_card_numbers(e.message)}
+            for e in errors
+        ]
     if request_id:
         body["request_id"] = request_id
     return orjson.dumps(body)
@@ -117,6 +126,30 @@ def is_unavailable(exc: BaseException) -> bool:
     return True
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path takes, for a 405's ``Allow`` header.
+
+    Starlette answers 405 with the methods of the first route whose path matched; a path
+    served by several routes (``GET`` and ``POST /v1/keys``) would list only one of them.
+    A route with this literal path wins over templated ones (OpenAPI's rule): handlers of a
+    templated path refuse the literal one themselves (``/merchant-account/create``).
+    """
+    path: str = request.scope["path"]
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    concrete: set[str] = set()
+    templated: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(path):
+            literal = "{" not in (route.path_format or "")
+            (concrete if literal else templated).update(route.methods or ())
+    # A concrete path wins over a templated one (OpenAPI's rule): `/merchant-account/create`
+    # is not the account named "create".
+    return ", ".join(sorted(concrete or templated))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Make every error, including FastAPI's own, use the standard body."""
 
@@ -136,7 +169,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "error")
-        return error_response(request, exc.status_code, code, str(exc.detail), None, exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return error_response(request, exc.status_code, code, str(exc.detail), None, headers)
 
     async def _unavailable(request: Request, exc: Exception) -> Response:
         if not is_unavailable(exc):

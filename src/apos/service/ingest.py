@@ -18,15 +18,20 @@ from typing import Any
 
 import orjson
 
-from apos.adapters.ports import BusMessage, DeadLetter, Store
+from apos.adapters.db.refusals import write_isolating
+from apos.adapters.ports import BusMessage, DeadLetter, InsertResult, Store
+from apos.core.event_time import EventTimeWindow
 from apos.core.events import EventValidationError, FieldError, PaymentEvent, parse_event
-from apos.core.iso import redact_card_numbers
+from apos.core.iso import contains_card_number, redact_card_numbers
 from apos.service.logs import get_logger, mask_secret_pairs
 from apos.service.metrics import Metrics
 
 log = get_logger("ingest")
 
 EventsListener = Callable[[Sequence[PaymentEvent]], None]
+# Told each stored batch with its row in the outbox of learning (apos.adapters.db.outbox),
+# which it settles: publishes the events (Redis) or learns them until a snapshot holds them.
+BatchListener = Callable[[Sequence[PaymentEvent], int | None], object]
 # Decides whether a caller may write an event for this merchant (merchant-scoped keys).
 MerchantCheck = Callable[[str], bool]
 
@@ -86,7 +91,8 @@ def dead_letter_text(payload: Any) -> str:
 def _merchant_of(payload: Any) -> str | None:
     if isinstance(payload, dict):
         value = payload.get("merchant_id")
-        if isinstance(value, str) and 0 < len(value) <= 128:
+        # Filed under, listed and shown as is: never a card number (it would be refused too).
+        if isinstance(value, str) and 0 < len(value) <= 128 and not contains_card_number(value):
             return value
     return None
 
@@ -94,7 +100,7 @@ def _merchant_of(payload: Any) -> str | None:
 def _event_id_of(payload: Any) -> str | None:
     if isinstance(payload, dict):
         value = payload.get("event_id")
-        if isinstance(value, str) and len(value) <= 128:
+        if isinstance(value, str) and len(value) <= 128 and not contains_card_number(value):
             return value
     return None
 
@@ -102,14 +108,24 @@ def _event_id_of(payload: Any) -> str | None:
 class Ingestor:
     """Validates, stores and dead-letters event batches; notifies listeners of new events."""
 
-    def __init__(self, store: Store, metrics: Metrics) -> None:
+    def __init__(
+        self, store: Store, metrics: Metrics, window: EventTimeWindow | None = None
+    ) -> None:
         self._store = store
         self._metrics = metrics
+        # Events dated too far ahead of receipt are refused (apos.core.event_time).
+        self._window = window or EventTimeWindow()
         self._listeners: list[EventsListener] = []
+        self._batch_listeners: list[BatchListener] = []
 
     def add_listener(self, listener: EventsListener) -> None:
         """Call ``listener`` with each batch of newly stored events (never duplicates)."""
         self._listeners.append(listener)
+
+    def add_batch_listener(self, listener: BatchListener) -> None:
+        """Call ``listener`` with the newly stored events of each committed transaction and
+        its outbox row id, right after the commit (before the batch's other writes)."""
+        self._batch_listeners.append(listener)
 
     def ingest(
         self,
@@ -117,22 +133,32 @@ class Ingestor:
         source: str,
         may_write: MerchantCheck | None = None,
         merchant_scope: str | None = None,
+        dedupe_key: str | None = None,
     ) -> IngestReport:
         """Ingest decoded payloads (dicts); see the module docstring.
 
         ``merchant_scope`` is the caller's merchant when its key is scoped to one: what it
         sends that cannot be parsed is then filed under that merchant, whatever the payload
         claims, so a scoped key can neither plant dead letters in another merchant's view
-        nor lose sight of its own.
+        nor lose sight of its own. ``dedupe_key`` (one payload only, e.g. a webhook): the
+        dead letter of a refused payload carries it, so a redelivery is not kept twice.
         """
+        if dedupe_key is not None and len(payloads) != 1:
+            raise ValueError("a dedupe_key identifies one payload")
         started = time.perf_counter()
         received_at = datetime.now(UTC)
+        latest = self._window.latest(received_at.timestamp())
         report = IngestReport(received=len(payloads))
         valid: list[PaymentEvent] = []
         letters: list[DeadLetter] = []
+        positions: dict[str, int] = {}  # event id -> index in the batch, for rejections
         for index, payload in enumerate(payloads):
             try:
                 event = parse_event(payload)
+                if event.occurred_ts > latest:
+                    raise EventValidationError(
+                        [FieldError(field="occurred_at", message=self._window.future_message())]
+                    )
             except EventValidationError as exc:
                 report.rejected.append(
                     Rejection(index, "invalid_event", exc.errors, _event_id_of(payload))
@@ -144,6 +170,7 @@ class Ingestor:
                         reason=str(exc),
                         received_at=received_at,
                         merchant_id=merchant_scope or _merchant_of(payload),
+                        dedupe_key=dedupe_key,
                     )
                 )
                 continue
@@ -164,7 +191,8 @@ class Ingestor:
                 )
                 continue
             valid.append(event)
-        self._store_batch(valid, letters, received_at, source, report)
+            positions.setdefault(event.event_id, index)
+        self._store_batch(valid, letters, received_at, source, report, positions)
         self._metrics.ingest_batch_seconds.labels(source).observe(time.perf_counter() - started)
         return report
 
@@ -203,17 +231,110 @@ class Ingestor:
             self.ingest(payloads, source)
 
     def dead_letter(
-        self, raw: Any, reason: str, source: str, merchant_scope: str | None = None
-    ) -> None:
-        """Keep something that could not be ingested, with why (never silently dropped).
+        self,
+        raw: Any,
+        reason: str,
+        source: str,
+        merchant_scope: str | None = None,
+        dedupe_key: str | None = None,
+    ) -> bool:
+        """Keep something that could not be ingested, with why (never silently dropped);
+        False if a letter of the same ``source`` and ``dedupe_key`` was already kept.
 
-        ``merchant_scope``: as for :meth:`ingest`.
+        ``merchant_scope``, ``dedupe_key``: as for :meth:`ingest`.
         """
         merchant = merchant_scope or _merchant_of(raw)
-        letter = DeadLetter(source, dead_letter_text(raw), reason, datetime.now(UTC), merchant)
-        self._store.add_dead_letters([letter])
-        self._metrics.dead_letters.labels(source).inc()
+        letter = DeadLetter(
+            source, dead_letter_text(raw), reason, datetime.now(UTC), merchant, None, dedupe_key
+        )
+        new = self._store.add_dead_letters([letter]) > 0
+        if new:
+            self._metrics.dead_letters.labels(source).inc()
         self._metrics.events_processed.labels(source, "rejected").inc()
+        return new
+
+    def _insert(
+        self,
+        valid: list[PaymentEvent],
+        received_at: datetime,
+        source: str,
+        report: IngestReport,
+        positions: dict[str, int],
+    ) -> InsertResult:
+        """Store ``valid``; an event the database refuses (it passed validation but, say,
+        PostgreSQL cannot hold it) is isolated, dead-lettered and rejected
+        (``refused_by_store``) so the others are stored. A database that is down raises:
+        nothing is acknowledged, and what was stored before it failed is still learnt."""
+        results: list[InsertResult] = []
+
+        def write(batch: Sequence[PaymentEvent]) -> InsertResult:
+            result = self._store.insert_events(batch, received_at)
+            results.append(result)
+            self._settle(batch, result)
+            return result
+
+        try:
+            _, refused = write_isolating(write, valid)
+        except Exception:
+            if len(results) > 0:  # halves stored before the outage: learn them now
+                stored = frozenset().union(*(r.inserted_ids for r in results))
+                self._notify([e for e in valid if e.event_id in stored])
+            raise
+        inserted_ids = frozenset[str]().union(*(r.inserted_ids for r in results))
+        if refused:
+            letters = []
+            for event, reason in refused:
+                field = FieldError(field="", message=reason)
+                report.rejected.append(
+                    Rejection(
+                        positions.get(event.event_id, -1),
+                        "refused_by_store",
+                        [field],
+                        event.event_id,
+                    )
+                )
+                letters.append(
+                    DeadLetter(
+                        source=source,
+                        raw=dead_letter_text(event.__dict__),
+                        reason=reason,
+                        received_at=received_at,
+                        merchant_id=event.merchant_id,
+                    )
+                )
+            log.error("events refused by the database", source=source, events=len(refused))
+            self._store.add_dead_letters(letters)
+            self._metrics.dead_letters.labels(source).inc(len(letters))
+        kept = len(valid) - len(refused)
+        return InsertResult(
+            inserted=len(inserted_ids),
+            duplicates=kept - len(inserted_ids),
+            inserted_ids=inserted_ids,
+        )
+
+    def _settle(self, batch: Sequence[PaymentEvent], result: InsertResult) -> None:
+        """Hand one committed transaction's new events and outbox row to the batch
+        listeners. Never raises: the events are durable, and a failed listener leaves the
+        row for the relay (it must not look like a row the database refused, either)."""
+        if not result.inserted or not self._batch_listeners:
+            return
+        if result.inserted == len(batch):
+            fresh: Sequence[PaymentEvent] = batch
+        else:  # the first occurrence of each id stored now, as the store kept it
+            first = {e.event_id: e for e in reversed(batch) if e.event_id in result.inserted_ids}
+            fresh = [e for e in batch if first.get(e.event_id) is e]
+        for listener in self._batch_listeners:
+            try:
+                listener(fresh, result.outbox_id)
+            except Exception:
+                log.exception("batch listener failed", listener=repr(listener))
+
+    def _notify(self, events: Sequence[PaymentEvent]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(events)
+            except Exception:
+                log.exception("event listener failed", listener=repr(listener))
 
     def _store_batch(
         self,
@@ -222,12 +343,13 @@ class Ingestor:
         received_at: datetime,
         source: str,
         report: IngestReport,
+        positions: dict[str, int] | None = None,
     ) -> None:
         if letters:
-            self._store.add_dead_letters(letters)
-            self._metrics.dead_letters.labels(source).inc(len(letters))
+            kept = self._store.add_dead_letters(letters)  # a redelivery is kept once
+            self._metrics.dead_letters.labels(source).inc(kept)
         if valid:
-            result = self._store.insert_events(valid, received_at)
+            result = self._insert(valid, received_at, source, report, positions or {})
             report.accepted = result.inserted
             report.duplicates = result.duplicates
             if result.inserted == len(valid):

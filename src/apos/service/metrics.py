@@ -26,8 +26,22 @@ class Metrics:
         self.decisions = Counter(
             "apos_decisions", "Routing decisions made.", ["policy", "connector"], registry=r
         )
+        # Counted once per incident across instances: by the instance whose write opened
+        # the anomaly record (apos.service.detection).
         self.anomalies = Counter(
-            "apos_anomalies_detected", "Anomalies detected.", ["anomaly_type"], registry=r
+            "apos_anomalies_detected",
+            "Anomaly incidents opened, by type and severity.",
+            ["type", "severity"],
+            registry=r,
+        )
+        self.alerts_delivered = Counter(
+            "apos_alerts_delivered", "Alerts delivered, by sink.", ["sink"], registry=r
+        )
+        self.alert_failures = Counter(
+            "apos_alert_failures",
+            "Alerts given up on (after retries, or dropped from a full queue), by sink.",
+            ["sink"],
+            registry=r,
         )
         self.healing_actions = Counter(
             "apos_healing_actions",

@@ -23,6 +23,7 @@ learner must count that attempt once, so final outcomes are deduplicated on
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -32,8 +33,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apos.adapters.db.decisions import DecisionOutcome, DecisionStore
+from apos.adapters.db.refusals import dead_letter_raw, write_isolating
+from apos.adapters.ports import DeadLetter
 from apos.core.decision import Decision, TickReport
 from apos.core.engine import Engine
+from apos.core.event_time import EventTimeWindow
 from apos.core.events import PaymentEvent
 from apos.core.experiments import Experiment
 from apos.core.payment import Payment
@@ -41,6 +45,17 @@ from apos.service.logs import get_logger
 from apos.service.metrics import Metrics
 
 log = get_logger("routing")
+
+
+_DIGEST = (1 << 63) - 1  # digests stay within a signed 64-bit column
+
+
+def outcome_digest(event_id: str) -> int:
+    """The 63-bit digest of one final event: BLAKE2b-64 of its ``event_id`` (UTF-8), read
+    big-endian, low 63 bits. Their sum modulo 2**63 over a set of events changes if any is
+    missing or counted twice, whatever the order they came in."""
+    raw = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    return int.from_bytes(raw, "big") & _DIGEST
 
 
 class _RecentKeys:
@@ -73,8 +88,11 @@ class DecisionWriter:
         flush_interval_s: float = 0.2,
         max_batch: int = 2_000,
         outcome_retry_s: float = 60.0,
+        dead_letter: Callable[[Sequence[DeadLetter]], object] | None = None,
     ) -> None:
         self._store = store
+        # Where decisions and outcomes the database refuses go (see flush).
+        self._dead_letter = dead_letter
         self._interval = flush_interval_s
         self._max_batch = max_batch
         self._retry_s = outcome_retry_s
@@ -85,6 +103,7 @@ class DecisionWriter:
         self._thread: threading.Thread | None = None
         self.written = 0
         self.joined = 0
+        self.refused = 0
 
     def add_decision(self, decision: Decision) -> None:
         # list.append is atomic under the GIL; the lock only guards the swap in flush().
@@ -99,38 +118,94 @@ class DecisionWriter:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the thread and write what is still queued (logged, not raised, if the
+        database is down: shutdown goes on)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
-        self.flush()
+        try:
+            self.flush()
+        except Exception:
+            with self._lock:
+                lost = len(self._decisions)
+            log.exception("decision log not flushed at shutdown", decisions=lost)
 
     def flush(self) -> None:
-        """Write what is queued now (decisions first, so outcomes can find them)."""
+        """Write what is queued now (decisions first, so outcomes can find them).
+
+        A row the database refuses (see :mod:`apos.adapters.db.refusals`) is isolated and
+        dead-lettered with the reason, and the rest are written; any other failure (the
+        database is down) keeps everything queued for the next flush and raises.
+        """
         with self._lock:
             decisions, self._decisions = self._decisions, []
             outcomes, self._outcomes = self._outcomes, []
+        refused: list[tuple[Any, str]] = []
         try:
             for i in range(0, len(decisions), self._max_batch):
-                self.written += self._store.insert(decisions[i : i + self._max_batch])
+                counts, bad = write_isolating(
+                    self._store.insert, decisions[i : i + self._max_batch]
+                )
+                self.written += sum(counts)
+                refused.extend(bad)
         except Exception:
-            with self._lock:  # keep both for the next attempt (inserts skip what is stored)
-                self._decisions[:0] = decisions
+            # Keep both for the next attempt (inserts skip what is stored), but not what was
+            # refused already: it is dead-lettered below, once.
+            gone = {id(d) for d, _ in refused}
+            with self._lock:
+                self._decisions[:0] = [d for d in decisions if id(d) not in gone]
                 self._outcomes[:0] = outcomes
             raise
+        finally:
+            self._refuse(refused)
         if not outcomes:
             return
+        joins = [o for _, o in outcomes]
         try:
-            found = self._store.record_outcomes([o for _, o in outcomes])
+            parts, bad_joins = write_isolating(self._store.record_outcomes, joins)
         except Exception:
             with self._lock:
                 self._outcomes[:0] = outcomes
             raise
+        self._refuse(bad_joins)
+        found: dict[str, bool] = {}
+        for part in parts:
+            found.update(part)
+        refused_ids = {o.decision_id for o, _ in bad_joins}
         self.joined += sum(1 for _, o in outcomes if found.get(o.decision_id))
         horizon = time.monotonic() - self._retry_s
-        retry = [(t, o) for t, o in outcomes if o.decision_id not in found and t > horizon]
+        retry = [
+            (t, o)
+            for t, o in outcomes
+            if o.decision_id not in found and o.decision_id not in refused_ids and t > horizon
+        ]
         if retry:
             with self._lock:
                 self._outcomes[:0] = retry
+
+    def _refuse(self, refused: Sequence[tuple[Any, str]]) -> None:
+        """Dead-letter decisions or outcomes the database refused (never retried)."""
+        if not refused:
+            return
+        self.refused += len(refused)
+        log.error("decision log rows refused by the database", rows=len(refused))
+        if self._dead_letter is None:
+            return
+        now = datetime.now(UTC)
+        letters = [
+            DeadLetter(
+                source="decision_log",
+                raw=dead_letter_raw(_as_dict(row)),
+                reason=reason,
+                received_at=now,
+                merchant_id=row.merchant_id,
+            )
+            for row, reason in refused
+        ]
+        try:
+            self._dead_letter(letters)
+        except Exception:
+            log.exception("could not dead-letter refused decision log rows", rows=len(letters))
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -150,6 +225,7 @@ class RoutingService:
         writer: DecisionWriter | None,
         clock: Callable[[], float] = time.time,
         follow_event_time: bool = False,
+        window: EventTimeWindow | None = None,
     ) -> None:
         self.engine = engine
         self.lock = threading.Lock()
@@ -164,9 +240,19 @@ class RoutingService:
         # their own timeline (settings.clock = "event").
         self._follow = follow_event_time
         self._watermark = 0.0
+        # Nothing outside the accepted window of event time is learnt, and the watermark
+        # never passes receipt + max_future_s: one sender cannot move the clock for others.
+        self._window = window or EventTimeWindow()
+        self.events_not_learnt = 0  # final events outside the window (stored, not learnt)
         self._learned = _RecentKeys(500_000)
         self.events_learned = 0
         self.stream_position: str | None = None  # of the applied stream, under the lock
+        # Evidence of exactly-once learning (saved with snapshots): the final events that
+        # reached learn(), taught or not, and the sum of their outcome_digest() values.
+        self.outcomes_applied = 0
+        self.outcomes_digest = 0
+        # Embedded: outbox rows learnt since the last snapshot (it deletes them), under the lock.
+        self.outbox_learnt: set[int] = set()
         self._decisions = metrics.decisions
         self._latency = metrics.decision_latency
 
@@ -186,28 +272,48 @@ class RoutingService:
             self._writer.add_decision(decision)
         return decision
 
-    def learn(self, events: Sequence[PaymentEvent], position: str | None = None) -> None:
+    def learn(
+        self,
+        events: Sequence[PaymentEvent],
+        position: str | None = None,
+        outbox_id: int | None = None,
+    ) -> None:
         """Learn from newly stored events and join their outcomes to decisions.
 
         ``position``: the applied-stream id these events end at, recorded in the same
         critical section, so a snapshot never pairs a position with state that lacks it.
+        ``outbox_id``: embedded, the events' outbox row, likewise recorded so that the
+        snapshot holding them deletes it (``outbox_learnt``).
         """
-        now = self._clock()
+        wall = self._wall()
+        verdict = self._window.verdict
         joined: list[DecisionOutcome] = []
         with self.lock:
             if position is not None:
                 self.stream_position = position
+            if outbox_id is not None:
+                self.outbox_learnt.add(outbox_id)
+            now = wall if not self._follow or wall >= self._watermark else self._watermark
             for event in events:
                 if not event.status.is_final:
                     continue
+                self.outcomes_applied += 1
+                digest = self.outcomes_digest + outcome_digest(event.event_id)
+                self.outcomes_digest = digest & _DIGEST
                 if not self._learned.add((event.payment_id, event.attempt, event.connector)):
                     continue
-                self.engine.observe(event, now)
-                self.events_learned += 1
-                if self._follow:
-                    ts = event.occurred_ts
-                    if ts > self._watermark:
-                        self._watermark = ts
+                ts = event.occurred_ts
+                if verdict(ts, wall) != "ok":
+                    # Too old to say anything about now, or dated past what ingestion
+                    # accepts (an event stored by another version or an old snapshot).
+                    self.events_not_learnt += 1
+                elif self._follow and ts > now:
+                    self._watermark = now = ts
+                    self.engine.observe(event, now)
+                    self.events_learned += 1
+                else:
+                    self.engine.observe(event, now)
+                    self.events_learned += 1
                 if event.decision_id is not None:
                     joined.append(
                         DecisionOutcome(
@@ -285,6 +391,18 @@ class RoutingService:
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
+
+
+def _as_dict(row: Decision | DecisionOutcome) -> dict[str, Any]:
+    if isinstance(row, Decision):
+        return row.to_dict()
+    return {
+        "decision_id": row.decision_id,
+        "status": row.status,
+        "event_id": row.event_id,
+        "at": row.at.isoformat(),
+        "merchant_id": row.merchant_id,
+    }
 
 
 def _apply(engine: Engine, message: dict[str, Any]) -> None:

@@ -12,7 +12,8 @@ the scenario's start to "now", so the service sees event times close to its own 
 ``speed`` > 1 simulated time runs ahead of the service's clock.
 
 The baselines run in-process beside it on the same payments, so the report compares them
-exactly as in simulated time.
+exactly as in simulated time. :func:`service_anomalies` reads back the anomalies the service
+recorded (``GET /v1/anomalies``), each beside the scenario's injected incident it belongs to.
 """
 
 from __future__ import annotations
@@ -20,16 +21,26 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import httpx
 
+from apos.core.detect.findings import AnomalyType, Entity
 from apos.core.events import PaymentEvent
 from apos.core.payment import Payment
+from apos.sim.incidents import Flagged, Labelled, flagged_row, ground_truth
 from apos.sim.runner import RouterSpec, RunResult, run_scenario
 from apos.sim.scenario import Scenario
 
-__all__ = ["HttpDecision", "HttpRouter", "Pacer", "run_http"]
+__all__ = [
+    "HttpDecision",
+    "HttpRouter",
+    "Pacer",
+    "flagged_from_record",
+    "run_http",
+    "service_anomalies",
+]
 
 
 class HttpDecision(NamedTuple):
@@ -166,6 +177,7 @@ def run_http(
     start_now: bool = True,
     client: httpx.Client | None = None,
     tick_interval: float = 1.0,
+    anomalies: bool = False,
 ) -> RunResult:
     """Drive a running APOS with ``scenario`` and measure it beside in-process baselines.
 
@@ -173,6 +185,8 @@ def run_http(
         speed: Multiple of real time (1: real time); ``None`` routes as fast as it answers.
         payments: Scale the run (a real-time day at full volume takes a day).
         start_now: Move the scenario's start to the current time.
+        anomalies: Afterwards, put the anomalies the service recorded since the scenario's
+            start in ``RunResult.anomalies`` (:func:`service_anomalies`).
     """
     if start_now:
         scenario = dataclasses.replace(
@@ -183,7 +197,7 @@ def run_http(
     )
     routers: Mapping[str, RouterSpec] = {"apos": router, **{b: b for b in baselines}}
     try:
-        return run_scenario(
+        result = run_scenario(
             scenario,
             routers,
             seed=seed,
@@ -191,5 +205,63 @@ def run_http(
             tick_interval=tick_interval,
             run_id=f"h{time.time_ns():x}",
         )
+        router.flush()
+        if anomalies:
+            result.anomalies = service_anomalies(router.client, router.headers, scenario)
+        return result
     finally:
         router.close()
+
+
+def _epoch(value: str) -> float:
+    parsed = datetime.fromisoformat(value)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def flagged_from_record(record: Mapping[str, Any], labelled: Sequence[Labelled]) -> Flagged:
+    """An anomaly record as ``GET /v1/anomalies`` shows it, as a report row matched to the
+    injected incidents ``labelled`` (flagged: ``detected_at``; cleared: ``ended_at``)."""
+    entity = Entity(record.get("merchant_id"), record.get("connector"), record.get("segment"))
+    ended = record.get("ended_at")
+    return flagged_row(
+        AnomalyType(record["anomaly_type"]),
+        entity,
+        str(record["severity"]),
+        float(record.get("peak_score") or record.get("score") or 0.0),
+        _epoch(record["detected_at"]),
+        None if ended is None else _epoch(ended),
+        labelled,
+    )
+
+
+def service_anomalies(
+    client: httpx.Client,
+    headers: Mapping[str, str],
+    scenario: Scenario,
+    *,
+    max_pages: int = 10,
+) -> list[Flagged] | None:
+    """The anomalies a running APOS recorded with ``detected_at`` at or after the start of
+    ``scenario``, oldest first, matched to its injected incidents (:func:`ground_truth`).
+
+    ``None`` when the service has no anomaly records (detection off: 503). Reads at most
+    ``max_pages`` pages of 1,000.
+
+    Raises:
+        RuntimeError: on any other error answer.
+    """
+    since = datetime.fromtimestamp(scenario.traffic.start, UTC).isoformat()
+    params: dict[str, Any] = {"since": since, "limit": 1000}
+    items: list[dict[str, Any]] = []
+    for _ in range(max_pages):
+        response = client.get("/v1/anomalies", params=params, headers=dict(headers))
+        if response.status_code == 503:
+            return None
+        _raise_for(response, "/v1/anomalies")
+        page = response.json()
+        items += page["items"]
+        if not page.get("next_cursor"):
+            break
+        params["cursor"] = page["next_cursor"]
+    labelled = ground_truth(scenario)
+    return sorted((flagged_from_record(item, labelled) for item in items), key=lambda a: a.flagged)

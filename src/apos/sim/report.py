@@ -3,7 +3,8 @@
 :func:`format_table` gives Markdown (it reads fine in a terminal too); :func:`render_report`
 writes one self-contained HTML file with inline SVG plots: success rate of every router
 over time, the true success rate of every connector, and each router's routing share per
-connector, with incidents shaded.
+connector, with incidents shaded. When the run fed a detection Monitor (``RunResult.anomalies``)
+both list the anomalies it raised beside the injected incident each belongs to.
 """
 
 from __future__ import annotations
@@ -16,13 +17,34 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from apos.sim.incidents import Flagged
 from apos.sim.runner import RunResult
 from apos.sim.svg import Band, line_chart, stacked_area
 
 if TYPE_CHECKING:
     from apos.sim.suite import SuiteResult
 
-__all__ = ["format_duration", "format_table", "render_report"]
+__all__ = [
+    "anomaly_rows",
+    "format_anomalies",
+    "format_duration",
+    "format_offset",
+    "format_table",
+    "render_report",
+]
+
+ANOMALY_HEADER = [
+    "anomaly",
+    "entity",
+    "severity",
+    "score",
+    "injected incident",
+    "began",
+    "flagged",
+    "delay",
+    "cleared",
+]
+MAX_TERMINAL_ANOMALIES = 40  # the HTML report lists up to 500
 
 
 def _pct(x: float) -> str:
@@ -40,6 +62,56 @@ def format_duration(seconds: float | None) -> str:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m"
+
+
+def format_offset(t: float | None, start: float) -> str:
+    """Event time ``t`` as ``+H:MM:SS`` from the scenario's start; ``"—"`` for ``None``."""
+    if t is None:
+        return "—"
+    sign, seconds = ("+", t - start) if t >= start else ("-", start - t)
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{sign}{hours}:{minutes:02d}:{secs:02d}"
+
+
+def anomaly_rows(anomalies: list[Flagged], start: float) -> list[list[str]]:
+    """Rows of :data:`ANOMALY_HEADER`: times as offsets from ``start``; a false alarm has
+    ``"—"`` as injected incident, start and delay; an incident still active at the end
+    ``"—"`` as cleared."""
+    return [
+        [
+            a.anomaly_type,
+            a.entity,
+            a.severity,
+            f"{a.score:.2f}",
+            a.incident or "—",
+            format_offset(a.began, start),
+            format_offset(a.flagged, start),
+            format_duration(a.delay),
+            format_offset(a.cleared, start),
+        ]
+        for a in anomalies
+    ]
+
+
+def format_anomalies(anomalies: list[Flagged] | None, start: float) -> str:
+    """The ``Anomalies`` section of the terminal table ("" when detection did not run)."""
+    if anomalies is None:
+        return ""
+    if not anomalies:
+        return "#### Anomalies\n\nnone raised"
+    rows = anomaly_rows(anomalies[:MAX_TERMINAL_ANOMALIES], start)
+    more = len(anomalies) - MAX_TERMINAL_ANOMALIES
+    missed = sum(1 for a in anomalies if a.began is None)
+    lines = [
+        f"#### Anomalies — {len(anomalies)} raised, {missed} with no injected incident "
+        "(times from the scenario's start)",
+        "",
+        _markdown(ANOMALY_HEADER, rows, "lllrlrrrr"),
+    ]
+    if more > 0:
+        lines.append(f"… and {more} more (see the HTML report)")
+    return "\n".join(lines)
 
 
 def _markdown(header: list[str], rows: list[list[str]], align: str) -> str:
@@ -131,6 +203,9 @@ def format_table(result: RunResult | SuiteResult) -> str:
                 "lrr",
             ),
         ]
+    anomalies = format_anomalies(result.anomalies, sc.traffic.start)
+    if anomalies:
+        parts += ["", anomalies]
     return "\n".join(parts)
 
 
@@ -170,6 +245,21 @@ def _x_labels(edges: np.ndarray) -> list[tuple[float, str]]:
         (float(t), datetime.fromtimestamp(t, UTC).strftime(fmt))
         for t in np.arange(first, edges[-1] + 1, step)
     ]
+
+
+def _anomalies_html(anomalies: list[Flagged], start: float) -> str:
+    if not anomalies:
+        return "<p>None raised.</p>"
+    shown = anomalies[:500]
+    more = f"<p>… and {len(anomalies) - 500} more.</p>" if len(anomalies) > 500 else ""
+    intro = (
+        "<p class='meta'>Incidents the anomaly detectors raised on APOS's outcome events, "
+        "beside the injected incident each belongs to (“—”: none; a false alarm, or a "
+        "consequence of APOS's own failover, such as traffic moving to another connector). "
+        "Times are event time from the scenario's start; delay is from the injected "
+        "incident's start to the first finding.</p>"
+    )
+    return intro + _html_table(ANOMALY_HEADER, anomaly_rows(shown, start)) + more
 
 
 def render_report(result: RunResult, out_dir: str | Path, name: str | None = None) -> Path:
@@ -229,6 +319,8 @@ def render_report(result: RunResult, out_dir: str | Path, name: str | None = Non
             _html_table(_OUTAGE_HEADER, outages, highlight="apos"),
             "<p class='meta'>Definitions: docs/simulator.md, “Outage impact”.</p>",
         ]
+    if result.anomalies is not None:
+        html += ["<h2>Anomalies</h2>", _anomalies_html(result.anomalies, start)]
     html += [
         "<h2>Success rate over time</h2>",
         sr_chart,

@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from apos.core.detect.config import DetectionConfig
 from apos.core.events import PaymentEvent, PaymentStatus
 from apos.sim.baselines import BASELINES, Oracle
+from apos.sim.incidents import Flagged, MonitoredRouter, ground_truth
 from apos.sim.metrics import OutageImpact, TimeSeries, outage_impact, time_series
 from apos.sim.routers import BatchRouter, FastObserver, Note, RouterFactory, RunContext
 from apos.sim.scenario import DECLINE_CODES, Scenario
@@ -123,6 +125,9 @@ class RunResult:
     series: TimeSeries
     stream_seconds: float
     stream: Stream | None = None  # kept only with keep_stream=True (memory)
+    # Incidents a Monitor raised on the APOS lane's outcomes (None: detection not run)
+    anomalies: list[Flagged] | None = None
+    detection_seconds: float = 0.0  # wall time spent in that Monitor
 
     def best_baseline(self, exclude: Sequence[str] = ("apos", "oracle")) -> RouterResult:
         """The non-oracle baseline with the highest success rate."""
@@ -326,6 +331,7 @@ def _lanes(
     routers: Sequence[str] | Mapping[str, RouterSpec],
     seed: int,
     options: Mapping[str, Any],
+    detect: bool | DetectionConfig = False,
 ) -> list[_Lane]:
     specs: Mapping[str, RouterSpec] = (
         routers if isinstance(routers, Mapping) else {r: r for r in routers}
@@ -335,6 +341,9 @@ def _lanes(
     lanes = []
     for name, spec in specs.items():
         router = _resolve(spec, ctx)
+        if detect is not False and name == "apos" and not isinstance(router, BatchRouter):
+            config = detect if isinstance(detect, DetectionConfig) else None
+            router = MonitoredRouter(router, config)
         lanes.append(
             _Lane(
                 name=name,
@@ -360,6 +369,7 @@ def _summarise(
     down = [i for i in incidents if i.down_windows]
     start = stream.scenario.traffic.start
     results: dict[str, RouterResult] = {}
+    watched = [lane.router for lane in lanes if isinstance(lane.router, MonitoredRouter)]
     for lane in lanes:
         ch = lane.chosen.astype(np.int64)
         valid = ch >= 0
@@ -410,6 +420,8 @@ def _summarise(
         series=series,
         stream_seconds=stream_seconds,
         stream=stream if keep_stream else None,
+        anomalies=watched[0].rows(ground_truth(stream.scenario)) if watched else None,
+        detection_seconds=watched[0].seconds if watched else 0.0,
     )
 
 
@@ -454,8 +466,9 @@ def _execute(
     stream_seconds: float,
     keep_stream: bool,
     options: Mapping[str, Any],
+    detect: bool | DetectionConfig = False,
 ) -> Generator[Progress, None, RunResult]:
-    lanes = _lanes(stream, routers, seed, options)
+    lanes = _lanes(stream, routers, seed, options, detect)
     n = len(stream)
     start = stream.scenario.traffic.start
     if progress_every is not None:
@@ -506,6 +519,7 @@ def run_stream(
     keep_stream: bool = False,
     options: Mapping[str, Any] | None = None,
     stream_seconds: float = 0.0,
+    detect: bool | DetectionConfig = False,
 ) -> RunResult:
     """Run ``routers`` over an already built stream (see :func:`run_scenario`)."""
     return _drain(
@@ -519,6 +533,7 @@ def run_stream(
             stream_seconds=stream_seconds,
             keep_stream=keep_stream,
             options=options or {},
+            detect=detect,
         )
     )
 
@@ -533,6 +548,7 @@ def run_scenario(
     run_id: str | None = None,
     keep_stream: bool = False,
     options: Mapping[str, Any] | None = None,
+    detect: bool | DetectionConfig = False,
 ) -> RunResult:
     """Simulate ``scenario`` once and measure every router on the same payments.
 
@@ -546,6 +562,10 @@ def run_scenario(
         run_id: Goes into payment and event ids (default ``s<seed>``).
         keep_stream: Keep the payment stream in the result (~100 MB per million payments).
         options: Passed to router factories in ``RunContext.options``.
+        detect: Also feed the ``apos`` lane's outcome events to an anomaly
+            :class:`~apos.core.detect.monitor.Monitor` (``True``: default thresholds, or
+            a ``DetectionConfig``); ``RunResult.anomalies`` then lists what it raised
+            beside the scenario's injected incidents. Off by default: it costs time.
     """
     began = time.perf_counter()
     stream = build_stream(scenario, seed=seed, payments=payments, run_id=run_id)
@@ -556,6 +576,7 @@ def run_scenario(
         keep_stream=keep_stream,
         options=options,
         stream_seconds=time.perf_counter() - began,
+        detect=detect,
     )
 
 

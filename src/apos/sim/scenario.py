@@ -29,6 +29,7 @@ from apos.core.iso import COUNTRIES, CURRENCIES
 __all__ = [
     "DECLINE_CODES",
     "DIMENSIONS",
+    "AmountShift",
     "Burst",
     "ConnectorAdded",
     "ConnectorSpec",
@@ -42,6 +43,7 @@ __all__ = [
     "ScenarioError",
     "ScenarioEvent",
     "TrafficSpec",
+    "VolumeDrop",
     "load_scenario",
     "parse_duration",
     "parse_scenario",
@@ -255,7 +257,33 @@ class FraudBurst:
     kind: Literal["fraud_burst"] = "fraud_burst"
 
 
-ScenarioEvent = Outage | Degradation | Flapping | ConnectorAdded | FraudBurst
+@dataclass(frozen=True, slots=True)
+class VolumeDrop:
+    """Only ``factor`` of the payments of ``merchant`` (every merchant when ``None``) in
+    [start, end) happen: a broken checkout, a lost integration. The others are dropped."""
+
+    merchant: str | None
+    start: float
+    end: float
+    factor: float
+    kind: Literal["volume_drop"] = "volume_drop"
+
+
+@dataclass(frozen=True, slots=True)
+class AmountShift:
+    """Amounts of ``merchant``'s payments in [start, end) are multiplied by ``factor``: a
+    pricing bug, minor units sent as major ones."""
+
+    merchant: str
+    start: float
+    end: float
+    factor: float
+    kind: Literal["amount_shift"] = "amount_shift"
+
+
+ScenarioEvent = (
+    Outage | Degradation | Flapping | ConnectorAdded | FraudBurst | VolumeDrop | AmountShift
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -657,11 +685,25 @@ def _parse_event(t: _Table, connectors: set[str], merchants: set[str]) -> Scenar
             t.rate("success_rate", 0.02),
             codes,
         )
+    elif kind in ("volume_drop", "amount_shift"):
+        optional = kind == "volume_drop" and not t.has("merchant")  # every merchant
+        merchant_id = "" if optional else t.string("merchant")
+        if merchant_id and merchant_id not in merchants:
+            raise t.error("merchant", f"no merchant with id {merchant_id!r} in [[merchants]]")
+        start, end = window()
+        if kind == "volume_drop":
+            factor = t.number("factor", low=0.0)
+            if factor >= 1.0:
+                raise t.error("factor", "must be < 1 (the share of payments kept)")
+            event = VolumeDrop(merchant_id or None, start, end, factor)
+        else:
+            factor = t.number("factor", low=0.0, low_open=True)
+            event = AmountShift(merchant_id, start, end, factor)
     else:
         raise t.error(
             "kind",
             f"unknown event kind {kind!r} (outage, degradation, flapping, "
-            "connector_added, fraud_burst)",
+            "connector_added, fraud_burst, volume_drop, amount_shift)",
         )
     t.done()
     return event

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from apos.core.payment import Payment
-from apos.sim.scenario import DECLINE_CODES, FraudBurst, Scenario
+from apos.sim.scenario import DECLINE_CODES, AmountShift, FraudBurst, Scenario, VolumeDrop
 from apos.sim.truth import DOWN_ERROR, DOWN_TIMEOUT, Segments, Truth
 
 __all__ = ["CODES", "Stream", "build_stream"]
@@ -195,6 +195,12 @@ def build_stream(
             mix = m.mix.get(dim) or scenario.mix[dim]
             codes[dim][rows] = _choice(rng, dict(mix), vi[dim], k)
     card = rng.integers(1 << 32, 1 << 40, size=n_main, dtype=np.int64)
+    amount = _shift_amounts(scenario, offsets, codes["merchant"], amount)
+    keep = _volume_kept(scenario, offsets, codes["merchant"], seed)
+    if keep is not None:
+        offsets, amount, card = offsets[keep], amount[keep], card[keep]
+        codes = {d: c[keep] for d, c in codes.items()}
+        n_main = len(offsets)
     fraud = np.zeros(n_main, dtype=bool)
     fraud_rate = np.full(n_main, np.nan)
     fraud_codes: list[dict[str, float] | None] = [None]
@@ -298,6 +304,42 @@ def build_stream(
         lag=lag.astype(np.float32),
         run_id=run_id or f"s{seed}",
     )
+
+
+def _shift_amounts(
+    scenario: Scenario, offsets: np.ndarray, merchant: np.ndarray, amount: np.ndarray
+) -> np.ndarray:
+    """Amounts multiplied by each ``amount_shift`` event's factor in its window."""
+    shifts = [e for e in scenario.events if isinstance(e, AmountShift)]
+    if not shifts:
+        return amount
+    index = {m.merchant_id: i for i, m in enumerate(scenario.merchants)}
+    amount = amount.copy()
+    for e in shifts:
+        rows = (merchant == index[e.merchant]) & (offsets >= e.start) & (offsets < e.end)
+        amount[rows] = np.maximum(1, np.rint(amount[rows] * e.factor)).astype(np.int64)
+    return amount
+
+
+def _volume_kept(
+    scenario: Scenario, offsets: np.ndarray, merchant: np.ndarray, seed: int
+) -> np.ndarray | None:
+    """Which regular payments survive the ``volume_drop`` events (``None``: all of them).
+
+    Drawn from a generator of its own, so scenarios without a volume drop draw exactly the
+    same stream as before the event kind existed."""
+    drops = [e for e in scenario.events if isinstance(e, VolumeDrop)]
+    if not drops:
+        return None
+    index = {m.merchant_id: i for i, m in enumerate(scenario.merchants)}
+    u = np.random.default_rng([seed, 0x0D_0A]).random(len(offsets))
+    keep = np.ones(len(offsets), dtype=bool)
+    for e in drops:
+        rows = (offsets >= e.start) & (offsets < e.end)
+        if e.merchant is not None:
+            rows &= merchant == index[e.merchant]
+        keep &= ~rows | (u < e.factor)
+    return keep
 
 
 def _lognormal_amounts(rng: np.random.Generator, median: float, sigma: float, n: int) -> np.ndarray:

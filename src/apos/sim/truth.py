@@ -21,12 +21,14 @@ import numpy.typing as npt
 
 from apos.sim.scenario import (
     DIMENSIONS,
+    AmountShift,
     ConnectorAdded,
     Degradation,
     Flapping,
     FraudBurst,
     Outage,
     Scenario,
+    VolumeDrop,
 )
 
 __all__ = [
@@ -272,6 +274,27 @@ class Truth:
                         e.start,
                         min(e.end, duration),
                         f"card testing at {e.merchant}",
+                    )
+                )
+            elif isinstance(e, VolumeDrop):
+                target = e.merchant or "all merchants"
+                out.append(
+                    Incident(
+                        "volume_drop",
+                        e.merchant or "",
+                        e.start,
+                        min(e.end, duration),
+                        f"volume of {target} down to {e.factor:.0%}",
+                    )
+                )
+            elif isinstance(e, AmountShift):
+                out.append(
+                    Incident(
+                        "amount_shift",
+                        e.merchant,
+                        e.start,
+                        min(e.end, duration),
+                        f"amounts at {e.merchant} x{e.factor:g}",
                     )
                 )
         return out

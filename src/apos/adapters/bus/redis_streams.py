@@ -337,3 +337,38 @@ class StreamTail:
     def close(self) -> None:
         """Release the connections."""
         self._client.close()
+
+
+# Appends entries only if the marker key was not set yet, and sets it: one atomic step, as
+# a Lua script runs alone on the server. The marker is set first, so an error after it
+# (nothing short of a script fault can fail an XADD of valid arguments) loses rather than
+# repeats; Redis refuses a writing script under OOM before its first write.
+_APPEND_ONCE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return -1
+end
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[i])
+end
+return #ARGV - 2
+"""
+
+
+class OnceAppender:
+    """Appends a group of entries to a stream at most once per marker (idempotent publish).
+
+    :meth:`append` with the same ``marker`` twice appends nothing the second time, as long
+    as the marker lives (``marker_ttl_s``): a publisher that retries, or two publishers
+    racing on the same batch, never put it on the stream twice. A Lua script makes the
+    check, the marker and the appends one atomic step.
+    """
+
+    def __init__(self, client: redis.Redis, marker_ttl_s: int) -> None:
+        self._script = client.register_script(_APPEND_ONCE)
+        self._ttl = max(1, int(marker_ttl_s))
+
+    def append(self, stream: str, marker: str, payloads: Sequence[bytes], maxlen: int) -> bool:
+        """Append ``payloads`` (field ``event``, MAXLEN ~ ``maxlen``) unless ``marker`` is
+        set; True if they were appended now."""
+        done = self._script(keys=[marker, stream], args=[self._ttl, maxlen, *payloads])
+        return int(done) >= 0

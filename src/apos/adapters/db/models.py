@@ -18,6 +18,7 @@ from apos.adapters.db.types import JSONDocument, UtcDateTime
 __all__ = [
     "anomaly_records",
     "api_keys",
+    "applied_outbox",
     "audit_log",
     "autonomous_decisions",
     "dead_letters",
@@ -84,7 +85,12 @@ dead_letters = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("merchant_id", sa.String(128)),
     sa.Column("received_at", UtcDateTime, nullable=False),
+    # A digest of the sender's own id for the input (a Hyperswitch event_id), when it has
+    # one: a redelivery of the same input is kept once (ON CONFLICT DO NOTHING). NULLs never
+    # conflict, so inputs without one are all kept.
+    sa.Column("dedupe_key", sa.String(64)),
     sa.Index(None, "merchant_id", "id"),
+    sa.Index(None, "source", "dedupe_key", unique=True),
 )
 
 # The seed's table, extended with what is needed to explain a decision and learn from it
@@ -113,23 +119,48 @@ autonomous_decisions = sa.Table(
     sa.Index(None, "payment_id"),
 )
 
+# One row per incident (apos.adapters.db.anomalies): updated while the incident lasts,
+# resolved when it clears or an operator resolves it. At most one row per incident_key is
+# not resolved (a partial unique index), which is what makes concurrent instances upsert
+# one row. Event times: started_at, detected_at, last_seen_at, ended_at; wall-clock times:
+# acknowledged_at, resolved_at.
 anomaly_records = sa.Table(
     "anomaly_records",
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("anomaly_type", sa.String(64), nullable=False),
     sa.Column("score", sa.Float, nullable=False),
-    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),  # open | acknowledged | resolved
     # The seed has TEXT[]; a JSON list is the portable equivalent.
     sa.Column("resolution_actions", JSONDocument, nullable=False),
     sa.Column("merchant_id", sa.String(128)),
     sa.Column("connector", sa.String(64)),
     sa.Column("severity", sa.String(16), nullable=False),
-    sa.Column("details", JSONDocument, nullable=False),
+    sa.Column("evidence", JSONDocument, nullable=False),
     sa.Column("detected_at", UtcDateTime, nullable=False),
     sa.Column("resolved_at", UtcDateTime),
+    sa.Column("incident_key", sa.String(512), nullable=False),
+    sa.Column("segment", sa.String(256)),
+    sa.Column("detector", sa.String(64)),
+    sa.Column("peak_score", sa.Float, nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("last_seen_at", UtcDateTime, nullable=False),
+    sa.Column("ended_at", UtcDateTime),
+    sa.Column("acknowledged_by", sa.String(128)),
+    sa.Column("acknowledged_at", UtcDateTime),
+    sa.Column("resolved_by", sa.String(128)),
+    sa.Column("resolution", sa.String(16)),  # auto | operator
     sa.Index(None, "detected_at"),
     sa.Index(None, "status"),
+    sa.Index(None, "merchant_id", "detected_at"),
+    sa.Index(None, "incident_key", "last_seen_at"),
+    sa.Index(
+        "uq_anomaly_records_open_incident",
+        "incident_key",
+        unique=True,
+        sqlite_where=sa.text("status != 'resolved'"),
+        postgresql_where=sa.text("status != 'resolved'"),
+    ),
 )
 
 healing_actions = sa.Table(
@@ -209,6 +240,22 @@ engine_snapshots = sa.Table(
     sa.Column("stream_position", sa.String(64)),
     sa.Column("events_learned", sa.BigInteger, nullable=False),
     sa.Column("state", JSONDocument, nullable=False),
+    # The final events the state was taught (learnt or deliberately not), counted and
+    # summed as a digest of their ids: evidence that each was applied exactly once.
+    sa.Column("outcomes_applied", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("outcomes_digest", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+)
+
+# The transactional outbox of learning (docs/ARCHITECTURE.md, "Stored means learnt"): one
+# row per stored batch, written in the batch's transaction, naming its newly stored events
+# (a JSON array of event ids). A row lives until the batch is on the applied stream (Redis)
+# or in a saved engine snapshot (embedded); whatever a crash leaves is relayed or relearnt.
+applied_outbox = sa.Table(
+    "applied_outbox",
+    metadata,
+    sa.Column("id", AutoId, primary_key=True, autoincrement=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("event_ids", sa.Text, nullable=False),
 )
 
 # Juspay decision-engine compatibility (docs/decision-engine-compat.md). A merchant account

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from apos.adapters.db import rows
 from apos.adapters.db.cursors import (
@@ -28,6 +30,13 @@ from apos.adapters.db.models import (
     dead_letters,
     metric_rollups,
     payment_events,
+)
+from apos.adapters.db.outbox import add_outbox_row
+from apos.adapters.db.refusals import (
+    dead_letter_raw,
+    storable_document,
+    storable_text,
+    write_isolating,
 )
 from apos.adapters.db.types import UtcDateTime
 from apos.adapters.ports import (
@@ -89,7 +98,8 @@ class SqlStore:
     # Events ---------------------------------------------------------------------------
 
     def insert_events(self, events: Sequence[PaymentEvent], received_at: datetime) -> InsertResult:
-        """Store the events not stored yet and count them into the rollups, atomically.
+        """Store the events not stored yet, count them into the rollups and name them in the
+        outbox of learning (:mod:`apos.adapters.db.outbox`), atomically.
 
         Idempotent on ``event_id``: an id already stored, or repeated within ``events``
         (the first occurrence wins), is counted as a duplicate and changes nothing.
@@ -98,6 +108,7 @@ class SqlStore:
         if not events:
             return InsertResult(inserted=0, duplicates=0)
         unique = dedupe_batch(events)
+        outbox_id: int | None = None
         with self._engine.begin() as connection:
             inserted_ids = insert_new_events(connection, unique, received_at)
             if inserted_ids:
@@ -107,10 +118,12 @@ class SqlStore:
                     else [e for e in unique if e.event_id in inserted_ids]
                 )
                 upsert_rollups(connection, aggregate_rollups(fresh))
+                outbox_id = add_outbox_row(connection, [e.event_id for e in fresh], received_at)
         return InsertResult(
             inserted=len(inserted_ids),
             duplicates=len(events) - len(inserted_ids),
             inserted_ids=inserted_ids,
+            outbox_id=outbox_id,
         )
 
     def list_events(self, query: EventQuery) -> Page[PaymentEvent]:
@@ -167,22 +180,27 @@ class SqlStore:
 
     # Dead letters ---------------------------------------------------------------------
 
-    def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
-        """Keep inputs that could not be parsed (their ``id`` is assigned here)."""
+    def add_dead_letters(self, letters: Sequence[DeadLetter]) -> int:
+        """Keep inputs that could not be parsed (their ``id`` is assigned here); how many
+        were new. A letter whose ``(source, dedupe_key)`` is already kept is skipped."""
         if not letters:
-            return
+            return 0
+        # Whatever was refused must still be kept: text the database cannot hold (NUL, lone
+        # surrogates) is replaced, and a merchant id that is not one is not filed under.
         values = [
             {
-                "source": letter.source,
-                "raw": letter.raw,
-                "reason": letter.reason,
-                "merchant_id": letter.merchant_id,
+                "source": storable_text(letter.source)[:128],
+                "raw": storable_text(letter.raw),
+                "reason": storable_text(letter.reason),
+                "merchant_id": _merchant_column(letter.merchant_id),
                 "received_at": letter.received_at,
+                "dedupe_key": letter.dedupe_key,
             }
             for letter in letters
         ]
+        insert = _DEAD_LETTER_INSERTS[self._engine.dialect.name]
         with self._engine.begin() as connection:
-            connection.execute(sa.insert(dead_letters), values)
+            return len(connection.execute(insert, values).all())
 
     def list_dead_letters(
         self, merchant_id: str | None, limit: int, cursor: str | None
@@ -294,7 +312,7 @@ class SqlStore:
         if not entries:
             return
         now = datetime.now(UTC)
-        values = [
+        values: list[dict[str, Any]] = [
             {
                 "at": entry.at if entry.at is not None else now,
                 "actor": entry.actor,
@@ -305,8 +323,39 @@ class SqlStore:
             }
             for entry in entries
         ]
+        _, refused = write_isolating(partial(_append_rows, self._engine, audit_log), values)
+        if not refused:
+            return
+        # The action happened: its entry is still written, with what the database cannot
+        # hold replaced and the refusal noted, and the original kept as a dead letter.
+        kept = []
+        letters = []
+        for row, reason in refused:
+            kept.append(
+                {
+                    "at": row["at"],
+                    "actor": storable_text(row["actor"])[:128],
+                    "action": storable_text(row["action"])[:128],
+                    "target": storable_text(row["target"])[:256],
+                    "merchant_id": _merchant_column(row["merchant_id"]),
+                    "details": {
+                        "stored_as_sanitised": reason,
+                        "details": storable_document(row["details"]),
+                    },
+                }
+            )
+            letters.append(
+                {
+                    "source": "audit_log",
+                    "raw": dead_letter_raw({**row, "at": row["at"].isoformat()}),
+                    "reason": reason,
+                    "merchant_id": _merchant_column(row["merchant_id"]),
+                    "received_at": now,
+                }
+            )
         with self._engine.begin() as connection:
-            connection.execute(sa.insert(audit_log), values)
+            connection.execute(sa.insert(audit_log), kept)
+            connection.execute(sa.insert(dead_letters), letters)
 
     def list_audit(
         self, merchant_id: str | None, limit: int, cursor: str | None
@@ -326,6 +375,26 @@ class SqlStore:
     def close(self) -> None:
         """Close pooled connections. The store may not be used afterwards."""
         self._engine.dispose()
+
+
+# Redelivered inputs (same source and dedupe key) are kept once; RETURNING counts the new.
+_DEAD_LETTER_INSERTS: dict[str, Any] = {
+    name: dialect.insert(dead_letters)
+    .on_conflict_do_nothing(index_elements=[dead_letters.c.source, dead_letters.c.dedupe_key])
+    .returning(dead_letters.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
+def _append_rows(engine: sa.Engine, table: sa.Table, values: Sequence[dict[str, Any]]) -> None:
+    with engine.begin() as connection:
+        connection.execute(sa.insert(table), list(values))
+
+
+def _merchant_column(merchant_id: str | None) -> str | None:
+    if merchant_id is None or len(merchant_id) > 128 or storable_text(merchant_id) != merchant_id:
+        return None
+    return merchant_id
 
 
 def _id_page(found: list[Any], size: int, kind: str) -> Page[Any]:

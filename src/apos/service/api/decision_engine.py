@@ -33,6 +33,8 @@ from starlette.background import BackgroundTask
 
 from apos.core.breaker import BreakerState
 from apos.core.decision import Decision
+from apos.core.events import MAX_AMOUNT
+from apos.core.iso import redact_card_numbers
 from apos.core.payment import Payment, amount_band
 from apos.core.routing.rules import RulesPolicy, rule_matches
 from apos.service.api.deps import Admin, Operator, ServicesDep, Viewer, audit
@@ -60,9 +62,41 @@ from apos.service.decision_engine import (
     rule_data,
     token,
 )
+from apos.service.errors import ApiError
+from apos.service.openapi import engine_responses
 from apos.service.routing import RoutingService
 
 router = APIRouter(tags=["decision-engine compatibility"])
+
+# What each kind of endpoint answers besides 200: the engine's own error shapes, and APOS's
+# for authentication and the body size limit.
+_ENGINE_ERRORS = engine_responses(
+    {
+        400: "the engine's ErrorResponse: invalid input, unknown merchant, no gateway",
+        403: "role too low, or another merchant's payment for a scoped key",
+        413: "body over `max_body_bytes` (APOS's error body)",
+    }
+)
+_CONFIG_ERRORS = engine_responses(
+    {
+        403: "role too low, or another merchant for a scoped key",
+        404: "no such merchant account (`TE_04`)",
+    },
+    config=True,
+)
+_CONFIG_BODY_ERRORS = engine_responses(
+    {
+        400: "broken JSON, or an invalid or duplicate configuration (`TE_03`, `TE_04`)",
+        403: "role too low, or another merchant for a scoped key",
+        413: "body over `max_body_bytes` (APOS's error body)",
+        422: "a body of the wrong shape (`TE_03`, with the fields at fault)",
+    },
+    config=True,
+)
+_RULE_ERRORS = {
+    **_CONFIG_BODY_ERRORS,
+    **engine_responses({404: "no such merchant account or rule configuration (`TE_04`)"}, True),
+}
 
 # --------------------------------------------------------------------------- error bodies
 
@@ -119,7 +153,7 @@ def invalid_input(developer_message: str) -> Response:
 
 
 def forbidden_engine(merchant_id: str) -> Response:
-    message = f"this key may not access merchant {merchant_id!r}"
+    message = f"this key may not access merchant {redact_card_numbers(merchant_id)!r}"
     return engine_error(
         status="Forbidden",
         error_code="forbidden_merchant",
@@ -141,7 +175,8 @@ def merchant_not_found() -> Response:
 
 
 def forbidden_config(merchant_id: str) -> Response:
-    return config_error(403, "TE_04", f"this key may not access merchant {merchant_id!r}")
+    shown = redact_card_numbers(merchant_id)  # a path parameter: not validated
+    return config_error(403, "TE_04", f"this key may not access merchant {shown!r}")
 
 
 def config_bad_input(exc: BadInput) -> Response:
@@ -373,7 +408,7 @@ def route_by_priority(
         "See docs/decision-engine-compat.md."
     ),
     openapi_extra=_body_doc(DecideGatewayRequest),
-    responses={200: {"description": "The engine's DecidedGateway"}},
+    responses={200: {"description": "The engine's DecidedGateway"}, **_ENGINE_ERRORS},
 )
 async def decide_gateway(request: Request, services: ServicesDep, principal: Operator) -> Response:
     started = time.perf_counter()
@@ -399,8 +434,8 @@ async def decide_gateway(request: Request, services: ServicesDep, principal: Ope
     for gateway in body.eligible_gateway_list or []:
         connector = gateway.strip().lower()
         if not TOKEN.match(connector):
-            return invalid_input(
-                f"eligibleGatewayList: {gateway[:64]!r} may contain only letters, digits "
+            return invalid_input(  # the value is not quoted: it may be card data
+                "eligibleGatewayList: a gateway may contain only letters, digits "
                 "and _ . : - (at most 64)"
             )
         originals.setdefault(connector, gateway)
@@ -418,11 +453,16 @@ async def decide_gateway(request: Request, services: ServicesDep, principal: Ope
             priority_logic_output=_priority_logic_output([originals[c] for c in eligible]),
         )
 
+    amount = minor_units(info.amount, info.currency)
+    if amount > MAX_AMOUNT:  # the limit of /v1/events, at decide time as at feedback
+        return invalid_input(
+            f"paymentInfo.amount: at most {MAX_AMOUNT} minor units of the currency"
+        )
     method, method_type = payment_methods(info.payment_method_type, info.payment_method)
     payment = Payment(
         payment_id=info.payment_id,
         merchant_id=merchant,
-        amount=minor_units(info.amount, info.currency),
+        amount=amount,
         currency=info.currency,
         payment_method=method,
         card_network=token(info.card_network or info.card_switch_provider),
@@ -510,7 +550,7 @@ async def decide_gateway(request: Request, services: ServicesDep, principal: Ope
         "stored and learnt from. Needs a prior `/decide-gateway` for the payment."
     ),
     openapi_extra=_body_doc(UpdateGatewayScoreRequest),
-    responses={200: {"description": "The engine's UpdateScoreResponse"}},
+    responses={200: {"description": "The engine's UpdateScoreResponse"}, **_ENGINE_ERRORS},
 )
 async def update_gateway_score(
     request: Request, services: ServicesDep, principal: Operator
@@ -598,6 +638,7 @@ async def update_gateway_score(
     "/merchant-account/create",
     summary="Create a decision-engine merchant account",
     openapi_extra=_body_doc(MerchantAccountCreate),
+    responses=_CONFIG_BODY_ERRORS,
 )
 async def create_merchant_account(
     request: Request, services: ServicesDep, principal: Admin
@@ -633,8 +674,20 @@ async def create_merchant_account(
     )
 
 
-@router.get("/merchant-account/{merchant_id}", summary="Get a decision-engine merchant account")
+def _refuse_create_path(merchant_id: str) -> None:
+    """``/merchant-account/create`` is the create route, POST only (as in the engine, and as
+    OpenAPI reads a concrete path before a templated one), not the account named "create"."""
+    if merchant_id == "create":
+        raise ApiError(405, "method_not_allowed", "Method Not Allowed", headers={"Allow": "POST"})
+
+
+@router.get(
+    "/merchant-account/{merchant_id}",
+    summary="Get a decision-engine merchant account",
+    responses=_CONFIG_ERRORS,
+)
 async def get_merchant_account(merchant_id: str, request: Request, principal: Viewer) -> Response:
+    _refuse_create_path(merchant_id)
     if not principal.may_write(merchant_id):
         return forbidden_config(merchant_id)
     account = await run_in_threadpool(compat_of(request).store.get_merchant, merchant_id)
@@ -651,10 +704,12 @@ async def get_merchant_account(merchant_id: str, request: Request, principal: Vi
 @router.delete(
     "/merchant-account/{merchant_id}",
     summary="Delete a decision-engine merchant account and its rule configurations",
+    responses=_CONFIG_ERRORS,
 )
 async def delete_merchant_account(
     merchant_id: str, request: Request, services: ServicesDep, principal: Admin
 ) -> Response:
+    _refuse_create_path(merchant_id)
     if not principal.may_write(merchant_id):
         return forbidden_config(merchant_id)
     compat = compat_of(request)
@@ -730,6 +785,7 @@ async def _write_rule(
     "/rule/create",
     summary="Create a rule configuration (successRate, elimination, debitRouting)",
     openapi_extra=_body_doc(RuleConfigRequest),
+    responses=_RULE_ERRORS,
 )
 async def create_rule(request: Request, services: ServicesDep, principal: Admin) -> Response:
     return await _write_rule(request, services, principal, "create")
@@ -739,6 +795,7 @@ async def create_rule(request: Request, services: ServicesDep, principal: Admin)
     "/rule/update",
     summary="Replace a rule configuration",
     openapi_extra=_body_doc(RuleConfigRequest),
+    responses=_RULE_ERRORS,
 )
 async def update_rule(request: Request, services: ServicesDep, principal: Admin) -> Response:
     return await _write_rule(request, services, principal, "update")
@@ -758,6 +815,7 @@ async def _fetch_request(request: Request, principal: Principal) -> RuleFetchReq
     "/rule/get",
     summary="Get a rule configuration",
     openapi_extra=_body_doc(RuleFetchRequest),
+    responses=_RULE_ERRORS,
 )
 async def get_rule(request: Request, principal: Viewer) -> Response:
     body = await _fetch_request(request, principal)
@@ -780,6 +838,7 @@ async def get_rule(request: Request, principal: Viewer) -> Response:
     "/rule/delete",
     summary="Delete a rule configuration",
     openapi_extra=_body_doc(RuleFetchRequest),
+    responses=_RULE_ERRORS,
 )
 async def delete_rule(request: Request, services: ServicesDep, principal: Admin) -> Response:
     body = await _fetch_request(request, principal)

@@ -13,8 +13,10 @@ from pydantic import AwareDatetime
 from apos.adapters.db import InvalidCursorError
 from apos.adapters.ports import EventQuery, Page
 from apos.core.events import FieldError, PaymentEvent, PaymentStatus
+from apos.core.iso import redact_card_numbers
 from apos.service.api.deps import Operator, ServicesDep, Viewer
 from apos.service.errors import ApiError, error_response
+from apos.service.openapi import ERROR_REF, INGEST_REPORT_REF, error_responses
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -28,6 +30,13 @@ _BODY_DOC = {
             }
         },
     }
+}
+
+
+# A scoped key asking for another merchant's rows; a query parameter or cursor that is wrong.
+_SCOPED_READ = {
+    403: "`merchant_id` names another merchant than the key's (`forbidden_merchant`)",
+    422: "a query parameter is wrong, or `cursor` was not issued here (`invalid_cursor`)",
 }
 
 
@@ -58,7 +67,26 @@ async def read_body(request: Request, limit: int) -> bytes:
         "the limit."
     ),
     openapi_extra=_BODY_DOC,
-    responses={200: {"description": "Ingest report"}},
+    responses={
+        200: {
+            "description": "Ingest report",
+            "content": {"application/json": {"schema": INGEST_REPORT_REF}},
+        },
+        **error_responses(
+            {
+                400: "the body is not JSON (`invalid_json`; kept in the dead-letter store)",
+                403: "role too low, or a scoped key's single event of another merchant",
+                413: "body over `max_body_bytes` or more events than `max_batch_events`",
+            }
+        ),
+        422: {
+            "description": (
+                "every event was rejected: the ingest report, or for a single event the "
+                "standard error with `errors` naming each field"
+            ),
+            "content": {"application/json": {"schema": {"anyOf": [INGEST_REPORT_REF, ERROR_REF]}}},
+        },
+    },
 )
 async def post_events(request: Request, services: ServicesDep, principal: Operator) -> Response:
     settings = services.settings
@@ -130,7 +158,11 @@ def _event_json(event: PaymentEvent) -> dict[str, Any]:
     return event.model_dump(mode="json")
 
 
-@router.get("/events", summary="List stored events, newest first")
+@router.get(
+    "/events",
+    summary="List stored events, newest first",
+    responses=error_responses(_SCOPED_READ),
+)
 async def list_events(
     services: ServicesDep,
     principal: Viewer,
@@ -158,16 +190,24 @@ async def list_events(
     return {"items": [_event_json(e) for e in page.items], "next_cursor": page.next_cursor}
 
 
-@router.get("/events/{event_id}", summary="One stored event")
+@router.get(
+    "/events/{event_id}",
+    summary="One stored event",
+    responses=error_responses({404: "no such event (or another merchant's, for a scoped key)"}),
+)
 async def get_event(event_id: str, services: ServicesDep, principal: Viewer) -> dict[str, Any]:
     event = await run_in_threadpool(services.store.get_event, event_id)
     # A scoped key gets the same 404 for another merchant's event: no existence oracle.
     if event is None or not principal.may_write(event.merchant_id):
-        raise ApiError(404, "not_found", f"no event {event_id!r}")
+        raise ApiError(404, "not_found", f"no event {redact_card_numbers(event_id)!r}")
     return _event_json(event)
 
 
-@router.get("/dead-letters", summary="Inputs that could not be ingested, with the reason")
+@router.get(
+    "/dead-letters",
+    summary="Inputs that could not be ingested, with the reason",
+    responses=error_responses(_SCOPED_READ),
+)
 async def list_dead_letters(
     services: ServicesDep,
     principal: Viewer,
@@ -193,7 +233,11 @@ async def list_dead_letters(
     }
 
 
-@router.get("/audit", summary="The append-only audit log, newest first")
+@router.get(
+    "/audit",
+    summary="The append-only audit log, newest first",
+    responses=error_responses(_SCOPED_READ),
+)
 async def list_audit(
     services: ServicesDep,
     principal: Viewer,

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from apos.adapters.ports import ApiKeyRecord, AuditEntry
+from apos.core.events import Identifier, refuse_card_number, refuse_unstorable
+from apos.core.iso import redact_card_numbers
 from apos.service.api.deps import Admin, ServicesDep
 from apos.service.auth import Role, issue_key
 from apos.service.errors import ApiError
+from apos.service.openapi import error_responses
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
@@ -20,9 +23,16 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 class KeyCreate(BaseModel):
     """A key to create."""
 
-    name: str = Field(min_length=1, max_length=128)
+    # Names and scopes are listed and audited in the clear: no card numbers in them.
+    name: Annotated[
+        str,
+        Field(min_length=1, max_length=128),
+        AfterValidator(refuse_card_number),
+        AfterValidator(refuse_unstorable),
+    ]
     role: str = Field(pattern="^(viewer|operator|admin)$")
-    merchant_id: str | None = Field(default=None, min_length=1, max_length=128)
+    # A merchant id as /v1/events accepts it: a key scoped to any other could never write.
+    merchant_id: Identifier | None = None
 
 
 def key_json(record: ApiKeyRecord) -> dict[str, Any]:
@@ -37,7 +47,14 @@ def key_json(record: ApiKeyRecord) -> dict[str, Any]:
     }
 
 
-@router.post("", status_code=201, summary="Create a key; the secret is returned only here")
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a key; the secret is returned only here",
+    responses=error_responses(
+        {403: "role too low, or a scoped admin creating a key for another merchant"}
+    ),
+)
 async def create_key(body: KeyCreate, services: ServicesDep, principal: Admin) -> dict[str, Any]:
     if principal.merchant_id is not None and body.merchant_id != principal.merchant_id:
         raise ApiError(
@@ -76,13 +93,17 @@ async def list_keys(services: ServicesDep, principal: Admin) -> dict[str, Any]:
     return {"items": [key_json(r) for r in visible]}
 
 
-@router.delete("/{key_id}", summary="Revoke a key (takes effect within 5 s everywhere)")
+@router.delete(
+    "/{key_id}",
+    summary="Revoke a key (takes effect within 5 s everywhere)",
+    responses=error_responses({404: "no such key (or another merchant's, for a scoped key)"}),
+)
 async def revoke_key(key_id: str, services: ServicesDep, principal: Admin) -> dict[str, Any]:
     record = await run_in_threadpool(services.store.get_api_key, key_id)
     if record is None or (
         principal.merchant_id is not None and record.merchant_id != principal.merchant_id
     ):
-        raise ApiError(404, "not_found", f"no key {key_id!r}")
+        raise ApiError(404, "not_found", f"no key {redact_card_numbers(key_id)!r}")
 
     def revoke() -> bool:
         done = services.store.revoke_api_key(key_id, datetime.now(UTC))

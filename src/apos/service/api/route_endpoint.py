@@ -30,6 +30,7 @@ from apos.service.errors import (
     is_unavailable,
 )
 from apos.service.logs import get_logger
+from apos.service.openapi import API_KEY_SECURITY, COMPRESSED_BODY, error_responses, secure
 
 __all__ = ["MAX_BODY", "PATH", "RouteEndpoint", "document"]
 
@@ -137,41 +138,41 @@ async def _respond(
 def document(schema: dict[str, Any]) -> None:
     """Add :data:`PATH` to an OpenAPI document (FastAPI does not know the endpoint)."""
 
-    def error(description: str) -> dict[str, Any]:
-        return {"description": description, "content": {"application/json": {}}}
-
-    schema.setdefault("paths", {})[PATH] = {
-        "post": {
-            "tags": ["routing"],
-            "summary": "Choose the connector for a payment",
-            "description": (
-                "Answers from in-memory state only. Send the attempt's outcome to "
-                "`/v1/events` with `decision_id` so the decision is joined to it and the "
-                "router learns. Needs an operator key; a merchant-scoped key may route only "
-                "its merchant's payments."
+    operation: dict[str, Any] = {
+        "tags": ["routing"],
+        "summary": "Choose the connector for a payment",
+        "description": (
+            "Answers from in-memory state only. Send the attempt's outcome to "
+            "`/v1/events` with `decision_id` so the decision is joined to it and the "
+            "router learns. Needs an operator key; a merchant-scoped key may route only "
+            "its merchant's payments."
+        ),
+        "operationId": "route_v1_route_post",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/RouteRequest"}}
+            },
+        },
+        "responses": {
+            "200": {
+                "description": (
+                    "The decision: connector, ranked alternatives with scores, "
+                    "confidence, explored, propensity, policy, model_version, reasons, "
+                    "fallback, experiment, decision_id"
+                ),
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            **error_responses(
+                {
+                    400: "the client disconnected before sending the whole body",
+                    403: "role too low, or another merchant's payment for a scoped key",
+                    413: f"body larger than {MAX_BODY} bytes",
+                    415: COMPRESSED_BODY,
+                    422: "invalid request (`errors` names each field) or no connector left",
+                }
             ),
-            "operationId": "route_v1_route_post",
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/RouteRequest"}}
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": (
-                        "The decision: connector, ranked alternatives with scores, "
-                        "confidence, explored, propensity, policy, model_version, reasons, "
-                        "fallback, experiment, decision_id"
-                    ),
-                    "content": {"application/json": {}},
-                },
-                "401": error("missing, unknown or revoked key"),
-                "403": error("the key's role or merchant scope does not allow this"),
-                "405": error("a method other than POST"),
-                "413": error(f"body larger than {MAX_BODY} bytes"),
-                "422": error("invalid request (errors name each field) or no connector left"),
-                "503": error("the database or Redis is unreachable (checking the key); retry"),
-            },
-        }
+        },
     }
+    secure(operation, Role.OPERATOR, API_KEY_SECURITY)
+    schema.setdefault("paths", {})[PATH] = {"post": operation}

@@ -11,19 +11,34 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from apos.core.config import PolicyConfig
 from apos.core.decision import Decision
+from apos.core.events import (
+    CARD_NUMBER_REFUSED,
+    MAX_AMOUNT,
+    UNSTORABLE_REFUSED,
+    Identifier,
+    Token,
+    refuse_card_number,
+    unstorable_path,
+)
 from apos.core.experiments import Experiment, ExperimentResult
-from apos.core.iso import COUNTRIES, CURRENCIES
+from apos.core.iso import COUNTRIES, CURRENCIES, card_number_path, redact_card_numbers
 from apos.core.payment import Payment
-from apos.service.api.deps import Operator, ServicesDep, Viewer, audit
+from apos.service.api.deps import Admin, ServicesDep, Viewer, audit
 from apos.service.api.events import _paged
 from apos.service.auth import forbidden_merchant
 from apos.service.errors import RETRY_AFTER, ApiError
+from apos.service.openapi import error_responses
 
 router = APIRouter(prefix="/v1", tags=["routing"])
+
+_SCOPED_READ = {
+    403: "`merchant_id` names another merchant than the key's (`forbidden_merchant`)",
+    422: "a query parameter is wrong, or `cursor` was not issued here (`invalid_cursor`)",
+}
 
 
 class RouteRequest(BaseModel):
@@ -31,22 +46,31 @@ class RouteRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
-    payment_id: str = Field(min_length=1, max_length=128)
-    merchant_id: str = Field(min_length=1, max_length=128)
-    amount: int = Field(ge=0, le=10**15, description="minor units of currency")
+    # The rules of /v1/events (apos.core.events): what is routed is written to the decision
+    # log, so what /v1/events would refuse is refused here too.
+    payment_id: Identifier
+    merchant_id: Identifier
+    amount: int = Field(ge=0, le=MAX_AMOUNT, description="minor units of currency")
     currency: str = Field(min_length=3, max_length=3)
-    payment_method: str = Field(default="card", min_length=1, max_length=64)
-    card_network: str | None = Field(default=None, max_length=64)
+    payment_method: Token = "card"
+    card_network: Token | None = None
     country: str | None = Field(
         default=None, min_length=2, max_length=2, description="issuer country, ISO 3166-1 alpha-2"
     )
-    payment_method_type: str | None = Field(default=None, max_length=64)
-    eligible_connectors: list[str] | None = Field(
+    payment_method_type: Token | None = None
+    eligible_connectors: list[Token] | None = Field(
         default=None,
         min_length=1,
         max_length=64,
         description="connectors the switch can use for this payment; omit for all",
     )
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # as in /v1/events: true is not one cent
+            raise ValueError("must be a number, not a boolean")
+        return value
 
     @field_validator("currency")
     @classmethod
@@ -101,7 +125,11 @@ def decision_json(decision: Decision) -> dict[str, Any]:
     }
 
 
-@router.get("/decisions", summary="Routing decisions, newest first, with joined outcomes")
+@router.get(
+    "/decisions",
+    summary="Routing decisions, newest first, with joined outcomes",
+    responses=error_responses(_SCOPED_READ),
+)
 async def list_decisions(
     services: ServicesDep,
     principal: Viewer,
@@ -114,7 +142,13 @@ async def list_decisions(
     return {"items": [d.as_dict() for d in page.items], "next_cursor": page.next_cursor}
 
 
-@router.get("/decisions/{decision_id}", summary="One decision and its outcome")
+@router.get(
+    "/decisions/{decision_id}",
+    summary="One decision and its outcome",
+    responses=error_responses(
+        {404: "no such decision (or not yet written, or another merchant's)"}
+    ),
+)
 async def get_decision(
     decision_id: str, services: ServicesDep, principal: Viewer
 ) -> dict[str, Any]:
@@ -125,12 +159,17 @@ async def get_decision(
         raise ApiError(
             404,
             "not_found",
-            f"no decision {decision_id!r} (recent decisions are written within a second)",
+            f"no decision {redact_card_numbers(decision_id)!r} (recent decisions are written "
+            "within a second)",
         )
     return row.as_dict()
 
 
-@router.get("/connectors", summary="Connectors, their breaker states and learnt volume")
+@router.get(
+    "/connectors",
+    summary="Connectors, their breaker states and learnt volume",
+    responses=error_responses(_SCOPED_READ),
+)
 async def connectors(
     services: ServicesDep,
     principal: Viewer,
@@ -161,11 +200,30 @@ class ExperimentCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    experiment_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    experiment_id: Annotated[
+        str,
+        Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$"),
+        AfterValidator(refuse_card_number),
+    ]
     control: PolicyConfig
     treatment: PolicyConfig
     treatment_share: float = Field(default=0.5, gt=0.0, lt=1.0)
-    merchant_id: str | None = Field(default=None, min_length=1, max_length=128)
+    merchant_id: Identifier | None = None
+
+    @field_validator("control", "treatment")
+    @classmethod
+    def _no_card_numbers(cls, value: PolicyConfig) -> PolicyConfig:
+        # Kept in the audit log and every engine snapshot: no card number in a rule's name,
+        # a connector or anywhere else.
+        document = value.model_dump(mode="json")
+        path = card_number_path(document)
+        if path is not None:
+            raise ValueError(f"{path}: {CARD_NUMBER_REFUSED}")
+        # Kept in the audit log, every snapshot and the shared stream: storable throughout.
+        path = unstorable_path(document)
+        if path is not None:
+            raise ValueError(f"{path or 'a key'}: {UNSTORABLE_REFUSED} (or integers over 64 bits)")
+        return value
 
 
 def result_json(result: ExperimentResult, experiment: Experiment | None = None) -> dict[str, Any]:
@@ -198,18 +256,24 @@ def _experiment(services: Any, experiment_id: str, merchant: str | None) -> Expe
             merchant is None or experiment.merchant_id == merchant
         ):
             return experiment  # type: ignore[no-any-return]
-    raise ApiError(404, "not_found", f"no experiment {experiment_id!r}")
+    raise ApiError(404, "not_found", f"no experiment {redact_card_numbers(experiment_id)!r}")
 
 
 @router.post(
     "/experiments",
     status_code=201,
     summary="Start an A/B test between two policies",
-    responses={202: {"description": "shared with every instance, not yet applied here"}},
+    responses={
+        202: {"description": "shared with every instance, not yet applied here"},
+        **error_responses(
+            {
+                403: "role too low, or a scoped key naming another merchant",
+                409: "an experiment with this id exists (`conflict`)",
+            }
+        ),
+    },
 )
-async def start_experiment(
-    body: ExperimentCreate, services: ServicesDep, principal: Operator
-) -> Any:
+async def start_experiment(body: ExperimentCreate, services: ServicesDep, principal: Admin) -> Any:
     merchant = body.merchant_id
     if principal.merchant_id is not None:
         if merchant not in (None, principal.merchant_id):
@@ -269,7 +333,11 @@ async def list_experiments(services: ServicesDep, principal: Viewer) -> dict[str
     return {"items": items}
 
 
-@router.get("/experiments/{experiment_id}", summary="One experiment's per-arm results")
+@router.get(
+    "/experiments/{experiment_id}",
+    summary="One experiment's per-arm results",
+    responses=error_responses({404: "no such experiment (or another merchant's)"}),
+)
 async def get_experiment(
     experiment_id: str, services: ServicesDep, principal: Viewer
 ) -> dict[str, Any]:
@@ -281,9 +349,12 @@ async def get_experiment(
 @router.post(
     "/experiments/{experiment_id}/stop",
     summary="Stop an experiment; final result",
-    responses={202: {"description": "shared with every instance, not yet applied here"}},
+    responses={
+        202: {"description": "shared with every instance, not yet applied here"},
+        **error_responses({404: "no such experiment (or another merchant's)"}),
+    },
 )
-async def stop_experiment(experiment_id: str, services: ServicesDep, principal: Operator) -> Any:
+async def stop_experiment(experiment_id: str, services: ServicesDep, principal: Admin) -> Any:
     routing = services.routing
     with routing.lock:
         experiment = _experiment(services, experiment_id, principal.merchant_id)
