@@ -150,3 +150,21 @@ def test_a_snapshot_dated_past_the_window_is_not_restored(sqlite_url: str) -> No
         assert second.routing.engine.clock < time.time() + settings.event_max_future_s
     finally:
         second.close()
+
+
+def test_no_event_moves_the_detection_clock_past_the_wall_clock(sqlite_url: str) -> None:
+    services = build_services(Settings(database_url=sqlite_url))
+    try:
+        detection = services.detection
+        assert detection is not None
+        ahead = make_event(1, occurred_at=iso(time.time() + 200))  # inside the skew
+        assert services.ingestor.ingest([ahead], "http").accepted == 1
+        assert detection.events_observed == 1
+        assert detection.now <= time.time()
+        # Past the window (stored by an older version, or replayed): not observed at all.
+        far = parse_event(make_event(2, payment_id="pay_2", occurred_at="9999-12-31T23:59:59Z"))
+        detection.observe([far])
+        assert detection.now <= time.time()
+        assert detection.events_outside_window == 1
+    finally:
+        services.close()

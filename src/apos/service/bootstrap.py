@@ -317,6 +317,8 @@ def _detection(services: Services) -> DetectionService | None:
         services.anomalies,
         metrics,
         clock=lambda: routing.now().timestamp(),
+        window=settings.event_time_window,
+        follow_event_time=settings.clock == "event",
         alerts=alerts,
         alert_min_severity=settings.alert_min_severity,
         saved=saved,

@@ -8,9 +8,11 @@ only this service's lock and a few microseconds per event: findings are queued f
 writer thread, never written on the event path. A tick worker calls ``tick`` on the
 routing clock, so interval detectors notice silence (a connector that stopped answering).
 
-Time: events are observed at event time (``now`` is the newest event time seen, never
-behind the event), so every instance fed the same stream reports the same findings from
-``observe``; ticks follow the routing clock and never go back.
+Time: events are observed at event time (``now`` is the newest event time seen), so every
+instance fed the same stream reports the same findings from ``observe``; but, as for
+learning, an event outside the accepted window is not observed and none moves ``now`` past
+the wall clock (with clock = "event", past receipt + the skew). Ticks follow the routing
+clock and never go back.
 
 Writing: the writer applies findings to :class:`AnomalyStore`, which keeps one record per
 incident across instances and says which transitions this instance caused. Only those are
@@ -29,6 +31,7 @@ the monitor the rows the engine snapshot would have deleted: counted twice, neve
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
@@ -38,6 +41,7 @@ from apos.adapters.alerts import Alert, AlertDispatcher
 from apos.adapters.db.anomalies import AnomalyChange, AnomalyStore, Transition
 from apos.adapters.db.snapshots import SavedSnapshot, SnapshotStore
 from apos.core.detect.findings import Finding, Severity
+from apos.core.event_time import EventTimeWindow
 from apos.core.events import PaymentEvent
 from apos.service.logs import get_logger
 from apos.service.metrics import Metrics
@@ -80,6 +84,9 @@ class DetectionService:
         metrics: Metrics,
         *,
         clock: Callable[[], float],
+        wall: Callable[[], float] = time.time,
+        window: EventTimeWindow | None = None,
+        follow_event_time: bool = False,
         alerts: AlertDispatcher | None = None,
         alert_min_severity: str = Severity.WARNING.value,
         queue_limit: int = 100_000,
@@ -90,6 +97,14 @@ class DetectionService:
         self._anomalies = anomalies
         self._metrics = metrics
         self._clock = clock
+        # As for learning: nothing outside the accepted window of event time is observed,
+        # and no event moves the monitor's clock past the wall clock (with clock = "event",
+        # past receipt + max_future_s), so one sender cannot make every interval detector
+        # see minutes of silence for everyone (apos.core.event_time).
+        self._wall = wall
+        self._window = window or EventTimeWindow()
+        self._follow = follow_event_time
+        self.events_outside_window = 0
         self._alerts = alerts
         self._alert_rank = _RANK[alert_min_severity]
         self._pending: deque[Finding] = deque()
@@ -141,11 +156,17 @@ class DetectionService:
                     return
                 self.stream_position = position
             now = self.now
+            wall = self._wall()
+            cap = self._window.latest(wall) if self._follow else wall
+            verdict = self._window.verdict
             observe = self.monitor.observe
             for event in events:
                 ts = event.occurred_ts
+                if verdict(ts, wall) != "ok":
+                    self.events_outside_window += 1
+                    continue
                 if ts > now:
-                    now = ts
+                    now = max(now, min(ts, cap))
                 findings.extend(observe(event, now))
             self.now = now
             self.events_observed += len(events)
