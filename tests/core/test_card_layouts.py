@@ -61,3 +61,26 @@ def test_masking_stays_broader_than_refusal() -> None:
     # A log line or dead letter masks any Luhn-valid 12-19 digit run, however split.
     assert looks_like_card_number("2026110512345" + "3")
     assert "[card ****3453]" in redact_card_numbers("order-2026-11-05-123453")
+
+
+@pytest.mark.parametrize(
+    "fingerprint",
+    ["card:4111111111111111", "x jane.doe@example.com", "fp` <!channel> <https://e.x|go>"],
+)
+def test_a_fingerprint_must_be_a_hash_not_a_card_an_address_or_markup(fingerprint: str) -> None:
+    event = {
+        "event_id": "evt_1",
+        "payment_id": "pay_1",
+        "merchant_id": "m_shop",
+        "connector": "stripe",
+        "status": "failed",
+        "amount": 1,
+        "currency": "USD",
+        "occurred_at": "2026-11-25T10:00:00Z",
+        "fingerprint": fingerprint,
+    }
+    with pytest.raises(EventValidationError) as caught:
+        parse_event(event)
+    assert [e.field for e in caught.value.errors] == ["fingerprint"]
+    for hashed in ("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "dGVzdA+/="):
+        assert parse_event({**event, "fingerprint": hashed}).fingerprint == hashed

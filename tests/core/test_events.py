@@ -72,14 +72,27 @@ def test_a_raw_card_number_is_refused_as_fingerprint(value: str) -> None:
     "value",
     [
         "4242424242424241",  # fails Luhn
-        "fp_4242424242424242",  # a hash-like token that contains digits
+        "fp_4242424242424241",  # a hash-like token that contains digits (not a card)
         "42424242424",  # 11 digits: too short to be a card
-        "٤٢٤٢٤٢٤٢٤٢٤٢٤٢٤١",  # non-ASCII digits that fail Luhn
-        "²²²²²²²²²²²²²²²²",  # digits, but not decimal ones
+        "4242424242424242abcdef0123",  # a hex digest that happens to start like a card
     ],
 )
 def test_fingerprints_that_are_not_card_numbers_pass(value: str) -> None:
     assert parse_event(_payload(fingerprint=value)).fingerprint == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "fp_4242424242424242",  # a card number inside a token that is not a hex hash
+        "٤٢٤٢٤٢٤٢٤٢٤٢٤٢٤١",  # non-ASCII digits: not a hash
+        "²²²²²²²²²²²²²²²²",
+    ],
+)
+def test_fingerprints_holding_a_card_or_not_hash_characters_are_refused(value: str) -> None:
+    with pytest.raises(EventValidationError) as exc:
+        parse_event(_payload(fingerprint=value))
+    assert [e.field for e in exc.value.errors] == ["fingerprint"]
 
 
 @pytest.mark.parametrize("field", ["error_code", "error_message", "fingerprint"])

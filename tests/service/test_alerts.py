@@ -230,3 +230,13 @@ def test_token_bucket_refills_at_its_rate() -> None:
     assert bucket.delay() == pytest.approx(0.5)
     now[0] = 1.0
     assert [bucket.take() for _ in range(3)] == [True, True, False]
+
+
+def test_slack_text_cannot_be_steered_by_a_value_from_an_event() -> None:
+    from apos.adapters.alerts import slack_message
+
+    hostile = alert()
+    hostile.anomaly["segment"] = "fingerprint=fp` <!channel> <https://evil.example|click>"
+    text = json.dumps(slack_message(hostile))
+    assert "<!channel>" not in text and "<https://evil" not in text
+    assert "fp` " not in text

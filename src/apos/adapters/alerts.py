@@ -174,12 +174,18 @@ class SlackSink(_HttpSink):
 _ICONS = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "info": ":white_circle:"}
 
 
+def _slack_escape(value: str) -> str:
+    """Slack's control characters escaped, backticks dropped: a value from an event must
+    not close the code span around it or write ``<!channel>`` or a link."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
+
+
 def slack_message(alert: Alert) -> dict[str, Any]:
     """The Slack payload of ``alert``."""
     a = alert.anomaly
     entity = (
         ", ".join(
-            f"{name} `{a[key]}`"
+            f"{name} `{_slack_escape(str(a[key]))}`"
             for name, key in (
                 ("merchant", "merchant_id"),
                 ("connector", "connector"),

@@ -85,6 +85,8 @@ _FINAL = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED, PaymentSt
 # frozenset.issuperset over a short string is about five times faster than re.match.
 _IDENT_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_FINGERPRINT_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-+/=")
+_HEX = frozenset(string.hexdigits.lower())
 
 
 CARD_NUMBER_REFUSED = "looks like a card number; card numbers are not accepted here"
@@ -305,6 +307,14 @@ class PaymentEvent(BaseModel):
             raise ValueError("looks like a raw card number; send a hash of it instead")
         if "@" in value and _EMAIL.fullmatch(value):
             raise ValueError("looks like a raw e-mail address; send a hash of it instead")
+        # A hash is hex or base64: anything else (spaces, "@", markup) is not one, and a
+        # fingerprint travels into fraud incidents, logs and alerts.
+        if not _FINGERPRINT_CHARS.issuperset(value):
+            raise ValueError("may contain only letters, digits and _ . : - + / = (a hash)")
+        # A card number inside a value that is not a plain hex hash ("card:4111..."); a hex
+        # digest is exempt, since one in a hundred holds a Luhn-valid run of digits.
+        if not _HEX.issuperset(value.lower()) and contains_card_number(value):
+            raise ValueError("holds a raw card number; send a hash of it instead")
         return value
 
     @field_validator("occurred_at", mode="after")

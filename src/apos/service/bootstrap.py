@@ -143,6 +143,11 @@ class Services:
         for worker in self.workers:
             worker.stop()
         self.writer.stop()  # flushes; logs (never raises) if the database is down
+        if self.detection is not None:
+            try:  # queued findings before the snapshot that is past them (a clearing one
+                self.detection.write_step()  # is sent once: lost, it leaves an incident open)
+            except Exception:
+                log.exception("could not write the queued findings at shutdown")
         try:
             save_snapshot(self)
         except Exception:
@@ -282,17 +287,25 @@ def _detection(services: Services) -> DetectionService | None:
     from apos.core.detect.config import DetectionConfig
     from apos.core.detect.monitor import Monitor
 
+    # The configuration file is read (and checked) at every start; the saved monitor is
+    # restored only if it ran that same configuration, else detection starts cold.
+    path = settings.detection_config
+    config = DetectionConfig()
+    if path is not None:
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+        config = DetectionConfig.from_dict(data)
     saved = _load_snapshot(services.snapshots, DETECTION_SNAPSHOT)
     state = DetectionService.saved_monitor(saved)
-    if state is not None:
-        monitor = Monitor.restore(state)
-    else:
-        path = settings.detection_config
-        config = None
-        if path is not None:
-            text = path.read_text()
-            data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-            config = DetectionConfig.from_dict(data)
+    monitor: Monitor | None = None
+    if state is not None and state.get("config") == config.to_dict():
+        try:
+            monitor = Monitor.restore(state)
+        except (KeyError, TypeError, ValueError):
+            log.exception("unreadable detection snapshot; detection starts cold")
+    elif state is not None:
+        log.warning("detection configuration changed since the snapshot; starting cold")
+    if monitor is None:
         monitor = Monitor(config)
         saved = None
     metrics = services.metrics

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from apos.adapters.alerts import Alert, AlertDispatcher
 from apos.adapters.db.anomalies import AnomalyChange, AnomalyStore, Transition
+from apos.adapters.db.refusals import is_row_fault
 from apos.adapters.db.snapshots import SavedSnapshot, SnapshotStore
 from apos.core.detect.findings import Finding, Severity
 from apos.core.event_time import EventTimeWindow
@@ -51,6 +52,13 @@ __all__ = ["DETECTION_SNAPSHOT", "DetectionService", "MonitorLike", "stream_id_a
 log = get_logger("detection")
 
 DETECTION_SNAPSHOT = "detection"
+# What one sender may make the detectors track (see DetectionService._admit): far above any
+# real merchant's connector and payment-method count.
+MAX_CONNECTORS_PER_MERCHANT = 32
+MAX_CONNECTORS = 256
+MAX_PAYMENT_METHODS = 64
+# Events older than this behind the newest one observed are not counted as current traffic.
+MAX_LATENESS_S = 600.0
 _RANK = {Severity.INFO.value: 0, Severity.WARNING.value: 1, Severity.CRITICAL.value: 2}
 
 
@@ -105,6 +113,15 @@ class DetectionService:
         self._window = window or EventTimeWindow()
         self._follow = follow_event_time
         self.events_outside_window = 0
+        self.observe_failures = 0
+        # Bounds on what one sender can make the detectors track: every made-up connector
+        # or payment method name is an entity in several detectors (memory, tick time and
+        # snapshot size for everyone). Names past a cap are not observed (counted).
+        self._connectors: dict[str, set[str]] = {}  # merchant -> connectors admitted
+        self._all_connectors: set[str] = set()
+        self._methods: set[str] = set()
+        self.events_over_cap = 0
+        self.events_late = 0
         self._alerts = alerts
         self._alert_rank = _RANK[alert_min_severity]
         self._pending: deque[Finding] = deque()
@@ -124,6 +141,11 @@ class DetectionService:
             self._resume_after = saved.stream_position
             self._replayed = {int(row) for row in saved.state.get("outbox_observed", [])}
             self.outbox_observed = set(self._replayed)
+            admitted = saved.state.get("admitted", {})
+            for merchant, names in admitted.get("connectors", {}).items():
+                self._connectors[merchant] = set(names)
+                self._all_connectors.update(names)
+            self._methods = set(admitted.get("payment_methods", []))
 
     @staticmethod
     def saved_monitor(saved: SavedSnapshot | None) -> dict[str, Any] | None:
@@ -143,6 +165,16 @@ class DetectionService:
     ) -> None:
         """Observe newly stored events (one applied-stream entry ending at ``position``, or
         embedded one outbox row ``outbox_id``); what was already observed is skipped."""
+        try:
+            self._observe(events, position, outbox_id)
+        except Exception:
+            # Detection must never stop learning: the caller learns these events next.
+            self.observe_failures += 1
+            log.exception("anomaly detection failed on a batch; skipped")
+
+    def _observe(
+        self, events: Sequence[PaymentEvent], position: str | None, outbox_id: int | None
+    ) -> None:
         findings: list[Finding] = []
         with self.lock:
             if outbox_id is not None:
@@ -165,6 +197,14 @@ class DetectionService:
                 if verdict(ts, wall) != "ok":
                     self.events_outside_window += 1
                     continue
+                if ts < now - MAX_LATENESS_S:
+                    # A late or resent old event is stored and learnt, but counting it as
+                    # current traffic would raise spikes or failure incidents for everyone.
+                    self.events_late += 1
+                    continue
+                if not self._admit(event):
+                    self.events_over_cap += 1
+                    continue
                 if ts > now:
                     now = max(now, min(ts, cap))
                 findings.extend(observe(event, now))
@@ -172,6 +212,26 @@ class DetectionService:
             self.events_observed += len(events)
         if findings:
             self._enqueue(findings)
+
+    def _admit(self, event: PaymentEvent) -> bool:
+        """Whether the event's connector and payment method are within the caps (a name
+        seen before always is). Called under the lock."""
+        merchant, connector = event.merchant_id, event.connector
+        known = self._connectors.get(merchant)
+        if known is None or connector not in known:
+            if known is not None and len(known) >= MAX_CONNECTORS_PER_MERCHANT:
+                return False
+            if connector not in self._all_connectors:
+                if len(self._all_connectors) >= MAX_CONNECTORS:
+                    return False
+                self._all_connectors.add(connector)
+            self._connectors.setdefault(merchant, set()).add(connector)
+        method = event.payment_method
+        if method not in self._methods:
+            if len(self._methods) >= MAX_PAYMENT_METHODS:
+                return False
+            self._methods.add(method)
+        return True
 
     def tick(self) -> int:
         """Evaluate the interval detectors at the routing clock (or the newest event time,
@@ -207,7 +267,15 @@ class DetectionService:
                     self._wake.clear()
                     return done
                 finding = self._pending[0]
-            change = self._anomalies.apply(finding, datetime.now(UTC))
+            try:
+                change = self._anomalies.apply(finding, datetime.now(UTC))
+            except Exception as exc:
+                if not is_row_fault(exc):
+                    raise  # the database is down: kept, retried by the worker's backoff
+                # Refused for its content: retrying changes nothing, and it must not hold
+                # up every finding behind it.
+                log.error("anomaly finding refused by the database; dropped", error=str(exc))
+                change = None
             with self.lock:
                 if self._pending and self._pending[0] is finding:
                     self._pending.popleft()
@@ -250,6 +318,10 @@ class DetectionService:
                 "monitor": self.monitor.snapshot(),
                 "now": self.now,
                 "outbox_observed": sorted(self.outbox_observed.difference(deleting)),
+                "admitted": {
+                    "connectors": {m: sorted(c) for m, c in self._connectors.items()},
+                    "payment_methods": sorted(self._methods),
+                },
             }
             return SavedSnapshot(
                 DETECTION_SNAPSHOT,
