@@ -156,9 +156,9 @@ def test_only_fingerprint_hashes_are_kept(quiet_day: list[PaymentEvent]) -> None
     detector = FraudDetector()
     run(detector, quiet_day[:5_000])
     state = detector.to_dict()
-    for _merchant, fingerprint, times, last_payment, *_ in state["velocity"]:
+    for _merchant, fingerprint, count, last_payment, first_at, last_at in state["velocity"]:
         assert fingerprint.startswith("fp_") and last_payment.startswith("pay_")
-        assert all(isinstance(t, float) for t in times)  # no amounts, no card data
+        assert isinstance(count, int) and first_at <= last_at  # no amounts, no card data
 
 
 def test_snapshot_and_restore_continue_identically(quiet_day: list[PaymentEvent]) -> None:
@@ -186,3 +186,23 @@ def test_per_event_cost(quiet_day: list[PaymentEvent]) -> None:
     detector = FraudDetector()
     cost = per_event_cost_us(detector.learn_one, quiet_day)
     print(f"\nFraudDetector.learn_one: {cost:.2f} us/event over {len(quiet_day)} events")
+
+
+def test_high_value_score_stays_in_range_when_the_line_moves_past_the_amount() -> None:
+    """Regression (detect_amount_shift, seed 2): a high-value incident opened, then the
+    merchant's amounts rose, the line was recomputed above twice the flagged amount, and
+    the next evaluate built a finding with a negative score, which Finding refuses."""
+    config = FraudConfig(high_value_min_samples=200.0, high_value_factor=3.0, refresh_s=0.0)
+    detector = FraudDetector(config)
+    t = T0
+    for i in range(400):  # a baseline around 1,000
+        t += 1.0
+        run(detector, [fast_event(i, t, amount=900 + (i % 7) * 30)], every_s=10.0)
+    [opened] = detector.learn_one(fast_event(10**6, t + 1, amount=20_000), t + 1)
+    assert opened.evidence.details["rule"] == "high_value" and 0.5 <= opened.score <= 1.0
+    for i in range(3_000):  # then amounts 50x higher: the line moves far above 20,000
+        t += 1.0
+        for f in run(detector, [fast_event(10**5 + i, t, amount=50_000 + (i % 7) * 900)]):
+            assert 0.0 <= f.score <= 1.0
+    found = detector.evaluate(t + 1)
+    assert all(0.0 <= f.score <= 1.0 for f in found)

@@ -112,15 +112,33 @@ def quiet_events() -> list[PaymentEvent]:
     return event_stream(seed=5, hours=6)
 
 
+# Every event series per connector (the class's mechanism; the Monitor's default watches
+# only what no specialised detector does, see the test below).
+PER_CONNECTOR = SeriesConfig(
+    group_by="connector", metrics=("attempts", "failure_rate", "latency_mean_ms")
+)
+
+
+def test_by_default_only_series_no_specialised_detector_watches() -> None:
+    """Per connector, attempts, failure rate and latency belong to the volume, success-rate
+    and latency detectors: the default series is a merchant's failure rate only."""
+    config = SeriesConfig()
+    assert config.group_by == "merchant" and config.metrics == ("failure_rate",)
+    start, end = 4 * 3600.0, 4 * 3600.0 + 600
+    findings = run(SeriesDetector(), event_stream(seed=6, hours=5, outage=(start, end)), 10.0)
+    assert all(f.entity.connector is None and f.entity.merchant_id for f in findings)
+    assert {f.entity.segment for f in findings} <= {"metric=failure_rate"}
+
+
 def test_event_series_quiet_on_normal_traffic(quiet_events: list[PaymentEvent]) -> None:
-    detector = SeriesDetector()
+    detector = SeriesDetector(PER_CONNECTOR)
     assert run(detector, quiet_events, every_s=10.0) == []
     assert len(detector) == 2
 
 
 def test_event_series_flag_a_failure_burst_as_one_incident_then_clear() -> None:
     start, end = 4 * 3600.0, 4 * 3600.0 + 600
-    detector = SeriesDetector()
+    detector = SeriesDetector(PER_CONNECTOR)
     findings = run(detector, event_stream(seed=6, hours=5, outage=(start, end)), every_s=10.0)
     key = "UnusualPattern|c=adyen|s=metric=failure_rate"
     assert key in incidents(findings)
@@ -147,7 +165,7 @@ def test_event_series_memory_is_bounded() -> None:
 def test_snapshot_and_restore_continue_identically() -> None:
     stream = event_stream(seed=8, hours=5, outage=(3 * 3600.0, 3 * 3600.0 + 900))
     cut = len(stream) * 3 // 5 + 3
-    original = SeriesDetector()
+    original = SeriesDetector(PER_CONNECTOR)
     for i in range(50):
         original.score_one(60.0 * i, float(i % 7))
     run(original, stream[:cut], every_s=10.0)

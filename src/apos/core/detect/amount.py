@@ -25,13 +25,14 @@ scale that a few huge payments cannot drag. Two questions are asked:
    while ``p < alpha_clear`` (hysteresis) and clears, with one ``active=False`` finding,
    when neither the shift nor a recent extreme amount holds it.
 
-Per event the work is a logarithm, a few dictionary look-ups and one histogram bin; the
-median, MAD and band are re-read from the histogram every ``refresh_every`` amounts of a
-merchant and at each ``evaluate``. Nothing is tested before ``min_samples`` (decayed)
-amounts of that merchant and currency have been seen. Only final outcomes of first
-attempts count, so a payment retried at three connectors is one amount. Memory is bounded
-by ``max_keys`` (merchant, currency) pairs, the least recently seen evicted first, times at
-most 691 bins and ``window_s / bucket_s`` window buckets each.
+Per event the work is a logarithm, a few dictionary look-ups and counter increments (the
+amount's bin is counted, not yet weighed); at an ``evaluate``, at most every ``refresh_s``
+(every one until warm), the interval's counts are folded into the histogram with one
+exponential and the median, MAD, band and fences re-read. Nothing is tested before
+``min_samples`` (decayed) amounts of that merchant and currency have been seen. Only final
+outcomes of first attempts count, so a payment retried at three connectors is one amount.
+Memory is bounded by ``max_keys`` (merchant, currency) pairs, the least recently seen
+evicted first, times at most 691 bins and ``window_s / bucket_s`` window buckets each.
 
 References:
     [^1]: Rousseeuw, P.J. and Croux, C., 1993. Alternatives to the median absolute
@@ -52,11 +53,41 @@ from apos.core.detect.amount_histogram import DecayedLogHistogram
 from apos.core.detect.findings import AnomalyType, Entity, Evidence, Finding, Severity
 from apos.core.detect.sections import config_from_mapping
 from apos.core.detect.tails import binomial_sf, normal_two_sided_score
-from apos.core.events import PaymentEvent
+from apos.core.events import PaymentEvent, PaymentStatus
 
-__all__ = ["AmountConfig", "UnusualAmountDetector"]
+__all__ = ["AmountConfig", "UnusualAmountDetector", "add_counts"]
 
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution is 0.6745 sigma
+_FINAL = frozenset(s for s in PaymentStatus if s.is_final)
+
+
+def add_counts(hist: DecayedLogHistogram, counts: Mapping[int, int], ts: float) -> None:
+    """Add ``counts`` (bin -> amounts) to ``hist`` as if each amount were seen at ``ts``:
+    one exponential for the whole batch instead of one per amount (forward decay weighs
+    every amount seen at ``ts`` alike), so detectors count bins per event and fold per
+    interval.
+
+    >>> one, batch = DecayedLogHistogram(3600.0), DecayedLogHistogram(3600.0)
+    >>> for b in (10, 10, 12):
+    ...     one.add_bin(b, 5.0)
+    >>> add_counts(batch, {10: 2, 12: 1}, 5.0)
+    >>> batch.bins == one.bins and batch.total == one.total
+    True
+    """
+    first = True
+    weight = 0.0
+    for b, n in counts.items():
+        if n <= 0:
+            continue
+        if first:  # add_bin moves the landmark (and rescales) when it must
+            hist.add_bin(b, ts)
+            assert hist.landmark is not None
+            weight = math.exp(hist.rate * (ts - hist.landmark))
+            n -= 1
+            first = False
+        if n:
+            hist.bins[b] = hist.bins.get(b, 0.0) + weight * n
+            hist.total += weight * n
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +98,9 @@ class AmountConfig:
         half_life_s: Half-life of an amount's weight in the baseline histogram.
         bin_width: Histogram bin width in ``log1p(amount)`` units (0.05 = 5%).
         min_samples: Decayed amounts of a (merchant, currency) before anything is tested.
-        refresh_every: Amounts between two re-reads of median, MAD and band.
+        refresh_s: Seconds of event time between two re-reads of median, MAD, band and
+            fences, at an ``evaluate`` (the amounts of the interval are folded into the
+            histogram there too); every ``evaluate`` before the key is warm.
         z_threshold: Robust z-score at or beyond which one amount may be extreme.
         tail_quantile: The tail quantile of the fence (``1 - tail_quantile`` below).
         tail_gap: An extreme amount lies this many scales beyond the tail quantile.
@@ -92,8 +125,8 @@ class AmountConfig:
     half_life_s: float = 2 * 86_400.0
     bin_width: float = 0.05
     min_samples: float = 200.0
-    refresh_every: int = 256
-    z_threshold: float = 5.0
+    refresh_s: float = 60.0
+    z_threshold: float = 5.5
     tail_quantile: float = 0.999
     tail_gap: float = 2.0
     min_scale: float = 0.25
@@ -121,8 +154,8 @@ class AmountConfig:
             raise ValueError("need 0 < alpha <= alpha_clear < 1")
         if not 0.5 < self.tail_quantile < 1.0 or self.tail_gap < 0.0:
             raise ValueError("tail_quantile must be in (0.5, 1) and tail_gap >= 0")
-        if self.max_keys < 1 or self.refresh_every < 1:
-            raise ValueError("max_keys and refresh_every must be at least 1")
+        if self.max_keys < 1 or not self.refresh_s >= 0.0:
+            raise ValueError("max_keys must be at least 1 and refresh_s >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form."""
@@ -145,6 +178,7 @@ class _MerchantAmounts:
         "extreme",
         "hi_bin",
         "hist",
+        "last_seen",
         "lo_bin",
         "median",
         "merchant_id",
@@ -154,6 +188,7 @@ class _MerchantAmounts:
         "pending",
         "q_high",
         "q_low",
+        "refreshed_at",
         "scale",
         "started_at",
         "warm",
@@ -173,7 +208,9 @@ class _MerchantAmounts:
         self.q_low = 0.0  # the tail fences, log1p units
         self.q_high = 0.0
         self.warm = False
-        self.pending = 0
+        self.pending: dict[int, int] = {}  # bin -> amounts since the last fold
+        self.refreshed_at = -math.inf
+        self.last_seen = 0.0
         # [bucket index, amounts, below band, above band, expected below, expected above]
         self.window: deque[list[float]] = deque()
         self.extreme: dict[str, Any] | None = None
@@ -194,7 +231,9 @@ class _MerchantAmounts:
             "q_low": self.q_low,
             "q_high": self.q_high,
             "warm": self.warm,
-            "pending": self.pending,
+            "pending": [[b, n] for b, n in self.pending.items()],
+            "refreshed_at": self.refreshed_at if math.isfinite(self.refreshed_at) else None,
+            "last_seen": self.last_seen,
             "window": [list(b) for b in self.window],
             "extreme": self.extreme,
             "open": self.open,
@@ -209,7 +248,11 @@ class _MerchantAmounts:
         s.lo_bin, s.hi_bin = int(state["lo_bin"]), int(state["hi_bin"])
         s.p_low, s.p_high = float(state["p_low"]), float(state["p_high"])
         s.q_low, s.q_high = float(state["q_low"]), float(state["q_high"])
-        s.warm, s.pending = bool(state["warm"]), int(state["pending"])
+        s.warm = bool(state["warm"])
+        s.pending = {int(b): int(n) for b, n in state["pending"]}
+        refreshed = state["refreshed_at"]
+        s.refreshed_at = -math.inf if refreshed is None else float(refreshed)
+        s.last_seen = float(state["last_seen"])
         s.window = deque([float(v) for v in b] for b in state["window"])
         s.extreme = state["extreme"]
         s.open, s.started_at = bool(state["open"]), float(state["started_at"])
@@ -236,8 +279,8 @@ class UnusualAmountDetector:
         >>> detector = UnusualAmountDetector(AmountConfig(min_samples=50))
         >>> quiet = [detector.learn_one(pay(i, 2000 + 37 * (i % 20), i), now=i)
         ...          for i in range(300)]
-        >>> sum(len(found) for found in quiet)
-        0
+        >>> sum(len(found) for found in quiet), detector.evaluate(now=300.0)  # folds, reads
+        (0, [])
         >>> [found] = detector.learn_one(pay(300, 900_000, 300.0), now=300.0)
         >>> found.anomaly_type.value, found.entity.key, found.evidence.observed
         ('UnusualAmount', 'm=m_shop|s=currency=EUR', 900000.0)
@@ -254,6 +297,7 @@ class UnusualAmountDetector:
     def __init__(self, config: AmountConfig | None = None) -> None:
         self.config = config or AmountConfig()
         self._keys: dict[tuple[str, str], _MerchantAmounts] = {}
+        self._inv_bin = 1.0 / self.config.bin_width
 
     @classmethod
     def from_config(cls, settings: Mapping[str, Any], prefix: str = "amount.") -> Self:
@@ -266,25 +310,22 @@ class UnusualAmountDetector:
 
     def learn_one(self, event: PaymentEvent, now: float) -> list[Finding]:
         """Score one amount against its merchant's history, then learn it."""
-        if event.attempt != 1 or not event.status.is_final:
+        if event.attempt != 1 or event.status not in _FINAL:
             return []
-        cfg = self.config
         ts = event.occurred_ts
         if ts > now:
             ts = now
         key = (event.merchant_id, event.currency)
-        keys = self._keys
-        state = keys.pop(key, None)  # re-inserted below: the dict stays in last-seen order
+        state = self._keys.get(key)
         if state is None:
-            state = _MerchantAmounts(key[0], key[1], cfg)
-            if len(keys) >= cfg.max_keys:
-                del keys[next(iter(keys))]
-        keys[key] = state
+            state = self._new_key(key)
+        state.last_seen = ts
         amount = event.amount
         x = math.log1p(amount)
-        b = int(x / cfg.bin_width)
+        b = int(x * self._inv_bin)
         findings: list[Finding] = []
         if state.warm:
+            cfg = self.config
             window = state.window
             if window and window[-1][0] == ts // cfg.bucket_s:
                 bucket: list[float] | None = window[-1]
@@ -305,13 +346,16 @@ class UnusualAmountDetector:
                 found = self._extreme(state, amount, z, ts, now)
                 if found is not None:
                     findings.append(found)
-        state.hist.add_bin(b, ts)
-        state.pending += 1
-        if state.pending >= cfg.refresh_every or (
-            not state.warm and state.hist.weight(ts) >= cfg.min_samples
-        ):
-            self._refresh(state, ts)
+        pending = state.pending
+        pending[b] = pending.get(b, 0) + 1
         return findings
+
+    def _new_key(self, key: tuple[str, str]) -> _MerchantAmounts:
+        keys = self._keys
+        if len(keys) >= self.config.max_keys:  # a full table: the least recently seen goes
+            del keys[min(keys, key=lambda k: keys[k].last_seen)]
+        state = keys[key] = _MerchantAmounts(key[0], key[1], self.config)
+        return state
 
     def _bucket(self, state: _MerchantAmounts, ts: float) -> list[float] | None:
         index = ts // self.config.bucket_s
@@ -386,7 +430,12 @@ class UnusualAmountDetector:
         return Entity(merchant_id=state.merchant_id, segment=f"currency={state.currency}")
 
     def _refresh(self, state: _MerchantAmounts, now: float) -> None:
+        """Fold the interval's amounts into the histogram, then re-read the baseline."""
         cfg = self.config
+        if state.pending:
+            add_counts(state.hist, state.pending, now)
+            state.pending = {}
+        state.refreshed_at = now
         view = state.hist.view()
         state.median = view.quantile_log(0.5)
         state.scale = max(_MAD_TO_SIGMA * view.mad_log(state.median), cfg.min_scale)
@@ -397,7 +446,6 @@ class UnusualAmountDetector:
         gap = cfg.tail_gap * state.scale
         state.q_high = view.quantile_log(cfg.tail_quantile) + gap
         state.q_low = view.quantile_log(1.0 - cfg.tail_quantile) - gap
-        state.pending = 0
         if not state.warm and state.hist.weight(now) >= cfg.min_samples:
             state.warm = True
 
@@ -408,7 +456,7 @@ class UnusualAmountDetector:
         oldest = int((now - cfg.window_s) // cfg.bucket_s)  # buckets at or before: expired
         findings: list[Finding] = []
         for state in self._keys.values():
-            if state.pending:
+            if state.pending and (not state.warm or now - state.refreshed_at >= cfg.refresh_s):
                 self._refresh(state, now)
             window = state.window
             while window and window[0][0] <= oldest:

@@ -54,6 +54,7 @@ METRICS: tuple[str, ...] = ("attempts", "failures", "failure_rate", "latency_mea
 failed ones, their ratio, and the mean reported latency."""
 
 _GROUPS = ("all", "merchant", "connector")
+_FINAL = frozenset(s for s in PaymentStatus if s.is_final)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +94,16 @@ class SeriesConfig:
     clip: float = 3.0
     min_scale: float = 1e-9
     rel_min_scale: float = 0.01
-    metrics: tuple[str, ...] = ("attempts", "failure_rate", "latency_mean_ms")
-    group_by: str = "connector"
+    # By default (and so in the Monitor) only a series no specialised detector watches: a
+    # merchant's failure rate across its connectors. Per connector, attempts, failure rate
+    # and latency are VolumeDetector's, SuccessRateDetector's and LatencyDetector's; a
+    # second, generic finding about them would page twice for one incident.
+    metrics: tuple[str, ...] = ("failure_rate",)
+    group_by: str = "merchant"
     interval_s: float = 60.0
     min_interval_events: int = 20
     score_threshold: float = 0.9999
-    consecutive: int = 2
+    consecutive: int = 3
     clear_score: float = 0.99
     max_series: int = 1_000
     max_gap_intervals: int = 1_440
@@ -324,6 +329,8 @@ class SeriesDetector:
         self.config = config or SeriesConfig()
         self._direct = SeasonalBaseline(self.config)
         self._groups: dict[str, _Group] = {}
+        self._group_by = {"all": 0, "merchant": 1, "connector": 2}[self.config.group_by]
+        self._interval_s = self.config.interval_s
 
     @classmethod
     def from_config(cls, settings: Mapping[str, Any], prefix: str = "pattern.") -> Self:
@@ -342,28 +349,17 @@ class SeriesDetector:
     def learn_one(self, event: PaymentEvent, now: float) -> list[Finding]:
         """Count a final outcome into its group's open interval (no findings per event)."""
         status = event.status
-        if not status.is_final:
+        if status not in _FINAL:
             return []
-        cfg = self.config
         ts = event.occurred_ts
         if ts > now:
             ts = now
-        group_by = cfg.group_by
-        key = (
-            event.connector
-            if group_by == "connector"
-            else event.merchant_id
-            if group_by == "merchant"
-            else ""
-        )
-        groups = self._groups
-        group = groups.pop(key, None)  # re-inserted: least recently active first
+        group_by = self._group_by
+        key = event.merchant_id if group_by == 1 else event.connector if group_by == 2 else ""
+        group = self._groups.get(key)
         if group is None:
-            group = _Group(cfg)
-            if len(groups) >= cfg.max_series:
-                del groups[next(iter(groups))]
-        groups[key] = group
-        index = int(ts // cfg.interval_s)
+            group = self._new_group(key)
+        index = int(ts // self._interval_s)
         if group.next_index is not None and index < group.next_index:
             return []  # its interval was scored already
         acc = group.accumulators.get(index)
@@ -378,6 +374,13 @@ class SeriesDetector:
         if index > group.last_index:
             group.last_index = index
         return []
+
+    def _new_group(self, key: str) -> _Group:
+        groups = self._groups
+        if len(groups) >= self.config.max_series:  # a full table: the least recent goes
+            del groups[min(groups, key=lambda k: groups[k].last_index)]
+        group = groups[key] = _Group(self.config)
+        return group
 
     def _value(self, metric: str, acc: list[float]) -> float | None:
         if metric == "attempts":
