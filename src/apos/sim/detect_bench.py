@@ -196,7 +196,10 @@ def measure_window(
         ok = bool(stream.success[i, ci])
         code = int(stream.code[i, ci])
         latency = float(stream.latency_ms[i, ci])
-        events.append(outcome_event(stream, i, payment, names[ci], ok, code, latency, 0.0, None))
+        # Dated when the loop below observes it, so windows expire as in live traffic.
+        minute, k = divmod(i, events_per_minute)
+        at = t0 + 60.0 * minute + 60.0 * k / events_per_minute
+        events.append(outcome_event(stream, i, payment, names[ci], ok, code, latency, at, None))
     monitor = Monitor(config)
     timings = []
     per_minute = events_per_minute

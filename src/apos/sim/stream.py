@@ -112,8 +112,9 @@ class Stream:
         return out
 
     def fingerprint(self, index: int) -> str:
-        """A stable hash-like id of the card of payment ``index`` (never a card number)."""
-        return f"card_{int(self.card[index]):012x}"
+        """A stable hex id of the card of payment ``index``, shaped like the digest a
+        switch sends (hex, so never read as a card number: docs/api.md, ``fingerprint``)."""
+        return f"ca{int(self.card[index]):014x}"
 
 
 def _arrival_offsets(scenario: Scenario, n: int, rng: np.random.Generator) -> np.ndarray:
