@@ -298,7 +298,7 @@ def _detection(services: Services) -> DetectionService | None:
     saved = _load_snapshot(services.snapshots, DETECTION_SNAPSHOT)
     state = DetectionService.saved_monitor(saved)
     monitor: Monitor | None = None
-    if state is not None and state.get("config") == config.to_dict():
+    if state is not None and state.get("config", config.to_dict()) == config.to_dict():
         try:
             monitor = Monitor.restore(state)
         except (KeyError, TypeError, ValueError):
