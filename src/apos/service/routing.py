@@ -38,7 +38,7 @@ from apos.adapters.ports import DeadLetter
 from apos.core.decision import Decision, TickReport
 from apos.core.engine import Engine
 from apos.core.event_time import EventTimeWindow
-from apos.core.events import PaymentEvent
+from apos.core.events import PaymentEvent, PaymentStatus
 from apos.core.experiments import Experiment
 from apos.core.payment import Payment
 from apos.service.logs import get_logger
@@ -48,6 +48,7 @@ log = get_logger("routing")
 
 
 _DIGEST = (1 << 63) - 1  # digests stay within a signed 64-bit column
+_FINAL = frozenset(status for status in PaymentStatus if status.is_final)
 
 
 def outcome_digest(event_id: str) -> int:
@@ -286,34 +287,40 @@ class RoutingService:
         snapshot holding them deletes it (``outbox_learnt``).
         """
         wall = self._wall()
-        verdict = self._window.verdict
+        # The accepted window (EventTimeWindow.verdict), inlined: this loop runs per event.
+        latest = self._window.latest(wall)
+        oldest = wall - self._window.max_age_s
         joined: list[DecisionOutcome] = []
+        observe = self.engine.observe
+        learned_keys = self._learned
+        follow = self._follow
+        applied = learnt = outside = 0
+        digest = 0
         with self.lock:
             if position is not None:
                 self.stream_position = position
             if outbox_id is not None:
                 self.outbox_learnt.add(outbox_id)
-            now = wall if not self._follow or wall >= self._watermark else self._watermark
+            now = wall if not follow or wall >= self._watermark else self._watermark
             for event in events:
-                if not event.status.is_final:
+                if event.status not in _FINAL:
                     continue
-                self.outcomes_applied += 1
-                digest = self.outcomes_digest + outcome_digest(event.event_id)
-                self.outcomes_digest = digest & _DIGEST
-                if not self._learned.add((event.payment_id, event.attempt, event.connector)):
+                applied += 1
+                digest += outcome_digest(event.event_id)
+                if not learned_keys.add((event.payment_id, event.attempt, event.connector)):
                     continue
                 ts = event.occurred_ts
-                if verdict(ts, wall) != "ok":
+                if ts > latest or ts < oldest:
                     # Too old to say anything about now, or dated past what ingestion
                     # accepts (an event stored by another version or an old snapshot).
-                    self.events_not_learnt += 1
-                elif self._follow and ts > now:
+                    outside += 1
+                elif follow and ts > now:
                     self._watermark = now = ts
-                    self.engine.observe(event, now)
-                    self.events_learned += 1
+                    observe(event, now)
+                    learnt += 1
                 else:
-                    self.engine.observe(event, now)
-                    self.events_learned += 1
+                    observe(event, now)
+                    learnt += 1
                 if event.decision_id is not None:
                     joined.append(
                         DecisionOutcome(
@@ -324,6 +331,10 @@ class RoutingService:
                             event.merchant_id,
                         )
                     )
+            self.outcomes_applied += applied
+            self.outcomes_digest = (self.outcomes_digest + digest) & _DIGEST
+            self.events_learned += learnt
+            self.events_not_learnt += outside
         if self._writer is not None:
             for outcome in joined:
                 self._writer.add_outcome(outcome)
