@@ -206,3 +206,23 @@ def test_high_value_score_stays_in_range_when_the_line_moves_past_the_amount() -
             assert 0.0 <= f.score <= 1.0
     found = detector.evaluate(t + 1)
     assert all(0.0 <= f.score <= 1.0 for f in found)
+
+
+def test_one_merchants_flood_of_fingerprints_cannot_blind_velocity_for_another() -> None:
+    detector = FraudDetector(
+        FraudConfig(max_fingerprints=100, max_fingerprints_per_merchant=40, velocity_threshold=3)
+    )
+    t = T0
+    for i in range(500):  # a flood of one-off fingerprints from one merchant
+        detector.learn_one(fast_event(i, t, merchant="m_flood", fingerprint=f"fp_{i:06x}"), t)
+    assert detector.sizes()["fingerprints_untracked"] == 460
+    opened = []
+    for i in range(5):  # another merchant's card used five times: still seen
+        event = fast_event(1000 + i, t + i, merchant="m_shop", fingerprint="fp_cafe0001")
+        opened += detector.learn_one(event, t + i)
+    assert [f.entity.merchant_id for f in opened] == ["m_shop"]
+    # The counts per merchant survive a snapshot.
+    again = FraudDetector.from_dict(detector.to_dict())
+    for i in range(500, 510):
+        again.learn_one(fast_event(i, t, merchant="m_flood", fingerprint=f"fp_{i:06x}"), t)
+    assert again.sizes()["fingerprints_untracked"] == 470

@@ -78,6 +78,8 @@ class FraudConfig:
         velocity_threshold: Payments of one fingerprint at one merchant in the window that
             open a velocity incident.
         max_fingerprints: Most (merchant, fingerprint) pairs kept.
+        max_fingerprints_per_merchant: Most pairs kept for one merchant, so one merchant's
+            flood of fingerprints cannot fill the table and blind the rule for the others.
         card_testing_window_s: Sliding window of the card-testing rule.
         small_amount_major: Largest "small" amount, in major units of its currency.
         card_testing_min_count: Fewest small failed attempts in the window that can open.
@@ -106,6 +108,7 @@ class FraudConfig:
     velocity_window_s: float = 600.0
     velocity_threshold: int = 10
     max_fingerprints: int = 200_000
+    max_fingerprints_per_merchant: int = 20_000
     card_testing_window_s: float = 60.0
     small_amount_major: float = 5.0
     card_testing_min_count: int = 15
@@ -133,7 +136,15 @@ class FraudConfig:
             raise ValueError("velocity_threshold >= 2 and card_testing_min_count >= 1")
         if not 0.0 < self.high_value_quantile < 1.0:
             raise ValueError("high_value_quantile must be in (0, 1)")
-        if min(self.max_fingerprints, self.max_merchants, self.max_amount_keys) < 1:
+        if (
+            min(
+                self.max_fingerprints,
+                self.max_fingerprints_per_merchant,
+                self.max_merchants,
+                self.max_amount_keys,
+            )
+            < 1
+        ):
             raise ValueError("table caps must be at least 1")
         if not 0.0 < self.wheel_s <= min(self.velocity_window_s, self.card_testing_window_s):
             raise ValueError("wheel_s must be positive and at most the windows")
@@ -256,6 +267,7 @@ class FraudDetector:
         self._velocity_index: int | None = None
         self._velocity_bucket: list[tuple[str, str]] = []
         self._untracked = 0  # new fingerprints refused while the table was full
+        self._tracked: dict[str, int] = {}  # merchant -> pairs it holds in _velocity
         self._wheel_s = cfg.wheel_s
         self._threshold = cfg.velocity_threshold
         self._inv_bin = 1.0 / _BIN_WIDTH
@@ -302,8 +314,13 @@ class FraudDetector:
             key = (merchant_id, fingerprint)
             state = self._velocity.get(key)
             if state is None:
-                if len(self._velocity) < self.config.max_fingerprints:
+                held = self._tracked.get(merchant_id, 0)
+                if (
+                    len(self._velocity) < self.config.max_fingerprints
+                    and held < self.config.max_fingerprints_per_merchant
+                ):
                     state = self._velocity[key] = [1, event.payment_id, ts, ts]
+                    self._tracked[merchant_id] = held + 1
                 else:
                     self._untracked += 1
             elif event.payment_id == state[_PAYMENT]:
@@ -374,14 +391,25 @@ class FraudDetector:
                     continue
                 state[_COUNT] -= 1
                 if state[_COUNT] <= 0 and key not in is_open:
-                    del table[key]
+                    self._forget_fingerprint(key)
         if self._velocity_index is not None and self._velocity_index < oldest:
             self._velocity_index = None
+
+    def _forget_fingerprint(self, key: tuple[str, str]) -> None:
+        del self._velocity[key]
+        held = self._tracked[key[0]] - 1
+        if held:
+            self._tracked[key[0]] = held
+        else:
+            del self._tracked[key[0]]
 
     def _new_merchant(self, merchant_id: str, ts: float) -> _CardTesting:
         table = self._testing
         if len(table) >= self.config.max_merchants:
-            del table[next(iter(table))]
+            # The merchant seen least recently without an open incident goes (an open one
+            # would never clear); all open: the least recently seen.
+            quiet = [m for m, s in table.items() if not s.open] or list(table)
+            del table[min(quiet, key=lambda m: table[m].last_ts)]
         state = table[merchant_id] = _CardTesting(ts)
         return state
 
@@ -515,7 +543,7 @@ class FraudDetector:
             if not active:
                 del self._velocity_open[key]
                 if state is not None and count <= 0:
-                    del table[key]
+                    self._forget_fingerprint(key)
         # Card testing.
         for merchant_id, testing in self._testing.items():
             self._expire_testing(testing, now)
@@ -728,6 +756,8 @@ class FraudDetector:
                 detector._velocity_index, []
             )
         detector._untracked = int(state["untracked"])
+        for m, _fp in detector._velocity:
+            detector._tracked[m] = detector._tracked.get(m, 0) + 1
         for (
             m,
             wheel,
