@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from apos.adapters.db.anomalies import AnomalyQuery
 from apos.core.events import parse_event
 from apos.service.bootstrap import build_services, save_snapshot
 from apos.service.detection import MAX_CONNECTORS_PER_MERCHANT
@@ -107,3 +108,50 @@ def test_a_changed_detection_config_starts_detection_cold(sqlite_url: str, tmp_p
         assert changed.detection.monitor.config.success_rate.threshold == 20.0
     finally:
         changed.close()
+
+
+def test_a_finding_the_database_refuses_does_not_block_those_behind_it(sqlite_url: str) -> None:
+    import sqlalchemy.exc as sa_exc
+
+    from apos.core.detect.findings import (
+        AnomalyType,
+        Entity,
+        Evidence,
+        Finding,
+        Severity,
+    )
+
+    services = build_services(Settings(database_url=sqlite_url))
+    try:
+        detection = services.detection
+        assert detection is not None
+        store = detection._anomalies
+        real_apply = store.apply
+
+        def finding(connector: str) -> Finding:
+            at = time.time()
+            evidence = Evidence("success_rate", 0.97, 0.4, "test", 60.0, 100)
+            return Finding(
+                AnomalyType.HIGH_FAILURE_RATE,
+                Entity(connector=connector),
+                0.99,
+                Severity.CRITICAL,
+                at,
+                at,
+                evidence,
+                "test",
+            )
+
+        def refusing(found: Finding, now: datetime) -> object:
+            if found.entity.connector == "bad":
+                raise sa_exc.DataError("INSERT", {}, ValueError("refused"))
+            return real_apply(found, now)
+
+        store.apply = refusing  # type: ignore[method-assign]
+        detection._enqueue([finding("bad"), finding("adyen")])
+        assert detection.write_step() == 2  # the refused one dropped, the next written
+        assert detection.write_step() == 0  # nothing left queued
+        opened = store.list_anomalies(AnomalyQuery())
+        assert [r.connector for r in opened.items] == ["adyen"]
+    finally:
+        services.close()
