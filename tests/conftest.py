@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -50,9 +51,10 @@ def _unavailable(what: str, exc: BaseException) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def pg_database_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test session."""
+@contextmanager
+def scratch_pg_database(prefix: str = "apos_test") -> Iterator[str]:
+    """A new, migrated PostgreSQL database, dropped afterwards (skip or fail if PostgreSQL
+    is unreachable, as every real-backend test does)."""
     import sqlalchemy as sa
 
     from apos.adapters.db import upgrade_database
@@ -63,7 +65,7 @@ def pg_database_url() -> Iterator[str]:
             conn.execute(sa.text("select 1"))
     except Exception as exc:
         _unavailable("PostgreSQL", exc)
-    name = f"apos_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
@@ -74,6 +76,13 @@ def pg_database_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session."""
+    with scratch_pg_database() as url:
+        yield url
 
 
 def _truncate_all(url: str) -> None:

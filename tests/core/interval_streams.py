@@ -119,19 +119,6 @@ def drive(target: Any, events: Iterable[PaymentEvent], interval_s: float = 10.0)
     return findings
 
 
-def openings(findings: Sequence[Finding]) -> list[Finding]:
-    """The first active finding of each incident episode."""
-    open_keys: set[str] = set()
-    first: list[Finding] = []
-    for f in findings:
-        if f.active and f.incident_key not in open_keys:
-            open_keys.add(f.incident_key)
-            first.append(f)
-        elif not f.active:
-            open_keys.discard(f.incident_key)
-    return first
-
-
 def clearings(findings: Sequence[Finding]) -> list[Finding]:
     """The findings that say an incident cleared."""
     return [f for f in findings if not f.active]

@@ -9,7 +9,8 @@ import pytest
 from apos.core.detect.findings import AnomalyType
 from apos.core.detect.latency import LatencyDetector
 from apos.core.detect.quantiles import LogHistogram
-from tests.core.interval_streams import T0, clearings, drive, openings, traffic
+from tests.core.detect_streams import openings
+from tests.core.interval_streams import T0, clearings, drive, traffic
 
 START = T0 + 8 * 3600.0
 

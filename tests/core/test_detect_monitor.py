@@ -13,7 +13,8 @@ from apos.core.detect.config import DetectionConfig
 from apos.core.detect.findings import Finding
 from apos.core.detect.monitor import DETECTORS, Monitor
 from apos.core.events import PaymentEvent, PaymentStatus
-from tests.core.interval_streams import T0, drive, openings, traffic
+from tests.core.detect_streams import openings
+from tests.core.interval_streams import T0, drive, traffic
 
 START = T0 + 8 * 3600.0
 

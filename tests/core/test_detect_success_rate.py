@@ -10,7 +10,8 @@ from apos.core.detect.config import SuccessRateConfig
 from apos.core.detect.findings import AnomalyType, Severity
 from apos.core.detect.success_rate import SuccessRateDetector
 from apos.core.events import PaymentEvent, PaymentStatus
-from tests.core.interval_streams import T0, clearings, drive, openings, traffic
+from tests.core.detect_streams import openings
+from tests.core.interval_streams import T0, clearings, drive, traffic
 
 START = T0 + 8 * 3600.0  # 08:00 UTC, traffic rising
 

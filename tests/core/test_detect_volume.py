@@ -7,7 +7,8 @@ import orjson
 from apos.core.detect.config import VolumeConfig
 from apos.core.detect.findings import AnomalyType, Severity
 from apos.core.detect.volume import VolumeDetector
-from tests.core.interval_streams import T0, clearings, drive, openings, traffic
+from tests.core.detect_streams import openings
+from tests.core.interval_streams import T0, clearings, drive, traffic
 
 START = T0 + 6 * 3600.0
 

@@ -31,10 +31,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from apos.adapters.db import SqlStore, upgrade_database
+from apos.adapters.db import SqlStore
 from apos.service.auth import Role, issue_key
 from apos.service.routing import outcome_digest
-from tests.conftest import PG_ADMIN_URL, _unavailable
+from tests.conftest import scratch_pg_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -67,23 +67,8 @@ def free_port() -> int:
 @pytest.fixture
 def own_database() -> Iterator[str]:
     """A migrated PostgreSQL database for this test alone (the servers connect to it)."""
-    try:
-        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text("select 1"))
-    except Exception as exc:
-        _unavailable("PostgreSQL", exc)
-    name = f"apos_test_kill_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    upgrade_database(url)
-    try:
+    with scratch_pg_database("apos_test_kill") as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 class Instance:

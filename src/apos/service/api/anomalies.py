@@ -134,16 +134,17 @@ async def get_anomaly(anomaly_id: str, services: ServicesDep, principal: Viewer)
     }
 
 
+_ACTION_ERRORS = {
+    404: _NOT_FOUND,
+    409: _CONFLICT,
+    422: "`reason` missing or too long, or an unknown field (`validation_error`)",
+}
+
+
 @router.post(
     "/anomalies/{anomaly_id}/acknowledge",
     summary="Acknowledge an open anomaly (someone is on it)",
-    responses=error_responses(
-        {
-            404: _NOT_FOUND,
-            409: _CONFLICT,
-            422: "`reason` missing or too long, or an unknown field (`validation_error`)",
-        }
-    ),
+    responses=error_responses(_ACTION_ERRORS),
 )
 async def acknowledge_anomaly(
     anomaly_id: str, body: AnomalyAction, services: ServicesDep, principal: Operator
@@ -165,13 +166,7 @@ async def acknowledge_anomaly(
         "`resolution_actions`. The detector firing on about the same occurrence does not "
         "reopen it; a new occurrence (one that starts later) opens a new record."
     ),
-    responses=error_responses(
-        {
-            404: _NOT_FOUND,
-            409: _CONFLICT,
-            422: "`reason` missing or too long, or an unknown field (`validation_error`)",
-        }
-    ),
+    responses=error_responses(_ACTION_ERRORS),
 )
 async def resolve_anomaly(
     anomaly_id: str, body: AnomalyAction, services: ServicesDep, principal: Operator
