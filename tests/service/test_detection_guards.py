@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from apos.adapters.db.anomalies import AnomalyQuery
 from apos.core.events import parse_event
@@ -153,5 +154,67 @@ def test_a_finding_the_database_refuses_does_not_block_those_behind_it(sqlite_ur
         assert detection.write_step() == 0  # nothing left queued
         opened = store.list_anomalies(AnomalyQuery())
         assert [r.connector for r in opened.items] == ["adyen"]
+    finally:
+        services.close()
+
+
+def _finding(connector: str, at: float, active: bool = True, **details: object) -> Any:
+    from apos.core.detect.findings import AnomalyType, Entity, Evidence, Finding, Severity
+
+    evidence = Evidence("success_rate", 0.97, 0.4, "test", 60.0, 100, dict(details))
+    return Finding(
+        AnomalyType.HIGH_FAILURE_RATE,
+        Entity(connector=connector),
+        0.99 if active else 0.0,
+        Severity.CRITICAL if active else Severity.INFO,
+        at,
+        at,
+        evidence,
+        "test",
+        active,
+    )
+
+
+def test_a_full_findings_queue_merges_repeats_so_each_incident_still_opens_and_clears(
+    sqlite_url: str,
+) -> None:
+    services = build_services(Settings(database_url=sqlite_url))
+    try:
+        detection = services.detection
+        assert detection is not None and services.anomalies is not None
+        detection._queue_limit = 4
+        at = float(int(time.time()) - 300)
+        # Two incidents open and clear while the writer is stalled: 22 findings for 4 places.
+        queued = [_finding("adyen", at + i) for i in range(10)]
+        queued += [_finding("adyen", at + 10, active=False)]
+        queued += [_finding("stripe", at + i) for i in range(10)]
+        queued += [_finding("stripe", at + 10, active=False)]
+        for one in queued:
+            detection._enqueue([one])
+        assert detection.pending == 4
+        assert detection.findings_dropped == 18
+        while detection.write_step():
+            pass
+        records = {r.connector: r for r in services.anomalies.list_anomalies(AnomalyQuery()).items}
+        assert set(records) == {"adyen", "stripe"}
+        for record in records.values():
+            assert record.status == "resolved" and record.resolution == "auto"
+            assert record.started_at.timestamp() == at  # the first finding's start, kept
+            assert record.ended_at is not None and record.ended_at.timestamp() == at + 10
+    finally:
+        services.close()
+
+
+def test_non_finite_numbers_in_evidence_details_are_stored_as_null(sqlite_url: str) -> None:
+    services = build_services(Settings(database_url=sqlite_url))
+    try:
+        detection = services.detection
+        assert detection is not None and services.anomalies is not None
+        detection._enqueue(
+            [_finding("adyen", time.time(), limit=float("inf"), nested=[float("nan"), 1.5])]
+        )
+        assert detection.write_step() == 1
+        (record,) = services.anomalies.list_anomalies(AnomalyQuery()).items
+        assert record.evidence["details"] == {"limit": None, "nested": [None, 1.5]}
     finally:
         services.close()

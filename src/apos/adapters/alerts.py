@@ -298,13 +298,15 @@ class _SinkWorker:
     def offer(self, alert: Alert) -> None:
         if alert.id in self._seen:
             return
-        self._seen[alert.id] = None
-        if len(self._seen) > 10_000:
-            self._seen.popitem(last=False)
         try:
             self.queue.put_nowait(alert)
         except queue.Full:
+            # Not remembered as sent: offered again (the incident's next change), it goes.
             self._failed(self.sink.name, "queue_full")
+            return
+        self._seen[alert.id] = None
+        if len(self._seen) > 10_000:
+            self._seen.popitem(last=False)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -31,6 +31,7 @@ from apos.adapters.ports import AuditEntry, BusMessage, DeadLetter, EventBus, St
 from apos.core.config import EngineConfig
 from apos.core.engine import Engine
 from apos.core.events import PaymentEvent, events_from_json
+from apos.gc_tuning import tune_gc
 from apos.service.applied import (
     APPLIED_CHUNK,
     AppliedPublisher,
@@ -131,6 +132,7 @@ class Services:
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def start(self) -> None:
+        tune_gc()  # a long-running process from here on: apos.gc_tuning
         self.writer.start()
         if self.alerts is not None:
             self.alerts.start()

@@ -47,7 +47,13 @@ from apos.core.events import PaymentEvent
 from apos.service.logs import get_logger
 from apos.service.metrics import Metrics
 
-__all__ = ["DETECTION_SNAPSHOT", "DetectionService", "MonitorLike", "stream_id_after"]
+__all__ = [
+    "DETECTION_SNAPSHOT",
+    "DetectionService",
+    "MonitorLike",
+    "coalesce",
+    "stream_id_after",
+]
 
 log = get_logger("detection")
 
@@ -70,6 +76,23 @@ class MonitorLike(Protocol):
     def tick(self, now: float) -> list[Finding]: ...
 
     def snapshot(self) -> dict[str, Any]: ...
+
+
+def coalesce(queue: Collection[Finding]) -> deque[Finding]:
+    """The queued findings with each incident's repeats merged, in queue order: per
+    incident key its first active finding (it opens the record with its start) and its
+    latest one (the current state, or the clearing one). What the store would have done
+    with the dropped middle ones is what the latest one does: update the same record."""
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    items = list(queue)
+    for i, finding in enumerate(items):
+        key = finding.incident_key
+        if finding.active and key not in first:
+            first[key] = i
+        last[key] = i
+    keep = set(first.values()) | set(last.values())
+    return deque(f for i, f in enumerate(items) if i in keep)
 
 
 def stream_id_after(entry: str, position: str) -> bool:
@@ -129,7 +152,7 @@ class DetectionService:
         self._wake = threading.Event()
         self.now = 0.0  # the monitor's clock: event time, never going back
         self.events_observed = 0
-        self.findings_dropped = 0  # queue overflow (the database down for very long)
+        self.findings_dropped = 0  # merged or dropped on queue overflow (database down long)
         self.stream_position: str | None = None  # applied-stream id observed up to
         self.outbox_observed: set[int] = set()  # embedded: observed, not known deleted
         self._resume_after: str | None = None
@@ -246,13 +269,17 @@ class DetectionService:
     def _enqueue(self, findings: list[Finding]) -> None:
         with self.lock:
             self._pending.extend(findings)
-            overflow = len(self._pending) - self._queue_limit
-            for _ in range(max(0, overflow)):
-                self._pending.popleft()  # the oldest: later findings supersede them
-            if overflow > 0:
-                self.findings_dropped += overflow
-        if overflow > 0:
-            log.warning("detection findings dropped: writer behind", dropped=overflow)
+            dropped = 0
+            if len(self._pending) > self._queue_limit:
+                before = len(self._pending)
+                self._pending = coalesce(self._pending)
+                # Still over: every queued finding is a different incident's; the oldest go.
+                while len(self._pending) > self._queue_limit:
+                    self._pending.popleft()
+                dropped = before - len(self._pending)
+                self.findings_dropped += dropped
+        if dropped:
+            log.warning("detection findings merged: writer behind", merged=dropped)
         self._wake.set()
 
     # The writer -----------------------------------------------------------------------

@@ -38,6 +38,7 @@ from apos.core.detect.config import DetectionConfig
 from apos.core.detect.monitor import DETECTORS, Monitor
 from apos.core.events import PaymentEvent
 from apos.core.payment import Payment
+from apos.gc_tuning import tune_gc
 from apos.sim.incidents import IncidentLog, Labelled, Raised, ground_truth
 from apos.sim.routers import Choice, RunContext
 from apos.sim.runner import outcome_event, run_stream
@@ -359,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument("--detectors", default="", help="comma-separated detectors (default: all)")
     args = ap.parse_args(argv)
+    tune_gc()  # as in the service (apos.gc_tuning): the timings are the service's
     enabled = tuple(d for d in args.detectors.split(",") if d) or None
     config = DetectionConfig(enabled=enabled)
     seeds = [int(s) for s in args.seeds.split(",") if s]

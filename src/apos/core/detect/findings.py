@@ -116,7 +116,7 @@ class Evidence:
             "test": self.test,
             "window_s": self.window_s,
             "samples": self.samples,
-            "details": self.details,
+            "details": _finite_tree(self.details),
         }
 
 
@@ -176,3 +176,15 @@ class Finding:
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def _finite_tree(value: Any) -> Any:
+    """``value`` with every non-finite float inside it replaced by ``None`` (JSON has no
+    infinity; PostgreSQL's ``jsonb`` refuses ``Infinity`` and ``NaN``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_tree(v) for v in value]
+    return value
